@@ -1,0 +1,638 @@
+"""Search space and architecture genotype.
+
+A `SearchSpace` is loaded from YAML and validated; an `Arch` is an immutable genotype with a
+fixed-length encoding (every layer always carries its genes, depth masks the unused ones) so
+genetic operators and Optuna samplers always see the same parameter set. Layer signatures
+(LUT keys) depend only on shapes, never on positions. Nothing in here imports the rest of
+the project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import yaml
+
+from nas.errors import UserError
+
+FAMILIES = ("mbconv", "ghost", "shuffle")
+ACTS = ("relu", "hswish")
+_FAMILY_TOKEN = {"mbconv": "mb", "ghost": "gh", "shuffle": "sh"}
+_TOKEN_FAMILY = {v: k for k, v in _FAMILY_TOKEN.items()}
+_ACT_TOKEN = {"relu": "re", "hswish": "hs"}
+_TOKEN_ACT = {v: k for k, v in _ACT_TOKEN.items()}
+SPACE_FORMAT_VERSION = 1
+
+
+def se_channels(mid: int) -> int:
+    """Squeeze-excite bottleneck width for `mid` channels (a quarter, multiple of 8, >= 8)."""
+    return max(8, int(round(mid / 4 / 8)) * 8)
+
+
+def ghost_init(channels: int) -> int:
+    """Primary-conv channels of a ghost module with ratio 2."""
+    return (channels + 1) // 2
+
+
+@dataclass(frozen=True, order=True)
+class LayerOp:
+    """One layer's operator: block family plus its own hyper-parameters."""
+
+    family: str
+    kernel: int
+    expansion: int = 1
+    se: bool = False
+    act: str = "relu"
+
+    def token(self) -> str:
+        t = f"{_FAMILY_TOKEN[self.family]}_k{self.kernel}"
+        if self.family != "shuffle":
+            t += f"_e{self.expansion}"
+            if self.se:
+                t += "_se"
+        if self.family == "mbconv":
+            t += f"_{_ACT_TOKEN[self.act]}"
+        return t
+
+    @staticmethod
+    def from_token(tok: str) -> "LayerOp":
+        parts = tok.split("_")
+        if not parts or parts[0] not in _TOKEN_FAMILY:
+            raise ValueError(f"unknown layer token {tok!r}")
+        fam = _TOKEN_FAMILY[parts[0]]
+        kernel, expansion, se, act = None, 1, False, "relu"
+        for p in parts[1:]:
+            if p.startswith("k") and p[1:].isdigit():
+                kernel = int(p[1:])
+            elif p.startswith("e") and p[1:].isdigit():
+                expansion = int(p[1:])
+            elif p == "se":
+                se = True
+            elif p in _TOKEN_ACT:
+                act = _TOKEN_ACT[p]
+            else:
+                raise ValueError(f"bad part {p!r} in layer token {tok!r}")
+        if kernel is None:
+            raise ValueError(f"layer token {tok!r} has no kernel")
+        return LayerOp(fam, kernel, expansion, se, act)
+
+
+@dataclass(frozen=True, eq=False)
+class Arch:
+    """Immutable genotype. Equality, hashing and `arch_id` use only the active part."""
+
+    resolution: tuple[int, int]
+    stem_stride: int
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    ops: tuple[tuple[LayerOp, ...], ...]  # per stage, max-depth long (fixed length)
+
+    def active_ops(self) -> list[list[LayerOp]]:
+        return [list(stage[:d]) for stage, d in zip(self.ops, self.depths)]
+
+    def to_string(self) -> str:
+        """Canonical human-readable form, e.g. `r36x60_t1|w16:mb_k3_e4_hs|w24:sh_k5,gh_k3_e3_se`."""
+        head = f"r{self.resolution[0]}x{self.resolution[1]}_t{self.stem_stride}"
+        stages = [f"w{w}:" + ",".join(op.token() for op in ops)
+                  for w, ops in zip(self.widths, self.active_ops())]
+        return "|".join([head] + stages)
+
+    __str__ = to_string
+
+    @staticmethod
+    def from_string(text: str) -> "Arch":
+        """Parse the canonical form; unused layer slots are filled by `SearchSpace.complete`."""
+        try:
+            parts = text.strip().split("|")
+            r, t = parts[0].split("_")
+            h, w = r[1:].split("x")
+            widths, ops = [], []
+            for st in parts[1:]:
+                wtok, optoks = st.split(":", 1)
+                widths.append(int(wtok[1:]))
+                ops.append(tuple(LayerOp.from_token(o) for o in optoks.split(",")))
+            return Arch((int(h), int(w)), int(t[1:]), tuple(len(o) for o in ops),
+                        tuple(widths), tuple(ops))
+        except (ValueError, IndexError) as exc:
+            raise UserError(f"not a canonical arch string ({exc}): {text!r}", field="arch") from None
+
+    @property
+    def arch_id(self) -> str:
+        return hashlib.sha1(self.to_string().encode()).hexdigest()[:10]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Arch) and self.to_string() == other.to_string()
+
+    def __hash__(self) -> int:
+        return hash(self.to_string())
+
+    def to_json(self) -> dict[str, Any]:
+        """Full genotype (inactive genes included) as JSON-able dict."""
+        return {"resolution": list(self.resolution), "stem_stride": self.stem_stride,
+                "depths": list(self.depths), "widths": list(self.widths),
+                "ops": [[op.token() for op in st] for st in self.ops]}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> "Arch":
+        return Arch(tuple(d["resolution"]), int(d["stem_stride"]), tuple(d["depths"]),
+                    tuple(d["widths"]),
+                    tuple(tuple(LayerOp.from_token(t) for t in st) for st in d["ops"]))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    stride: int
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Where a layer sits, by shape only: the part of its LUT key that is not the op."""
+
+    cin: int
+    cout: int
+    stride: int
+    hw: tuple[int, int]  # input spatial size
+
+
+def conv_out(n: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded conv with this stride."""
+    return (n - 1) // stride + 1
+
+
+def layer_key(op: LayerOp, shape: LayerShape) -> str:
+    """LUT key of one searched layer: depends on shapes and op, not on position."""
+    base = (f"{op.family}|cin={shape.cin}|cout={shape.cout}|s={shape.stride}"
+            f"|hw={shape.hw[0]}x{shape.hw[1]}|k={op.kernel}")
+    if op.family == "shuffle":
+        return base
+    base += f"|e={op.expansion}|se={int(op.se)}"
+    if op.family == "mbconv":
+        base += f"|act={op.act}"
+    return base
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space; see search_spaces/*.yaml for the format."""
+
+    name: str
+    task: str
+    in_channels: int
+    resolutions: tuple[tuple[int, int], ...]
+    stem_width: int
+    stem_kernel: int
+    stem_strides: tuple[int, ...]
+    stem_act: str
+    stages: tuple[StageSpec, ...]
+    blocks: dict[str, dict[str, tuple]]
+    head_width: int
+    head_act: str
+    head_dropout: float
+    outputs: int
+    version: int = SPACE_FORMAT_VERSION
+    source: str = "<dict>"
+    raw: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path) -> "SearchSpace":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError("file not found (expected a search-space YAML)", source=str(path))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}",
+                            source=str(path)) from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> "SearchSpace":
+        v = _Validator(source)
+        if not isinstance(data, dict):
+            raise UserError("expected a mapping at the top level", source=source)
+        version = v.int_(data, "version", lo=1)
+        if version > SPACE_FORMAT_VERSION:
+            raise UserError(f"version {version} is newer than this tool reads "
+                            f"({SPACE_FORMAT_VERSION})", source=source, field="version")
+        name = v.str_(data, "name")
+        task = v.choice(data, "task", ("gaze3d", "pog2d"))
+        inp = v.map_(data, "input")
+        in_ch = v.int_(inp, "channels", "input.", lo=1)
+        res = v.list_(inp, "resolutions", "input.")
+        resolutions = []
+        for i, r in enumerate(res):
+            if (not isinstance(r, list) or len(r) != 2
+                    or not all(isinstance(x, int) and x >= 8 for x in r)):
+                raise UserError(f"expected [height, width] integers >= 8, got {r!r}",
+                                source=source, field=f"input.resolutions[{i}]")
+            resolutions.append((r[0], r[1]))
+        stem = v.map_(data, "stem")
+        stem_width = v.int_(stem, "width", "stem.", lo=1)
+        stem_kernel = v.choice(stem, "kernel", (1, 3, 5, 7), "stem.")
+        stem_strides = tuple(v.int_list(stem, "strides", "stem.", allowed=(1, 2)))
+        stem_act = v.choice(stem, "act", ACTS, "stem.")
+        stages = []
+        for i, st in enumerate(v.list_(data, "stages")):
+            p = f"stages[{i}]."
+            if not isinstance(st, dict):
+                raise UserError("expected a mapping with widths, depths, stride",
+                                source=source, field=f"stages[{i}]")
+            widths = tuple(v.int_list(st, "widths", p, lo=8))
+            for w in widths:
+                if w % 8:
+                    raise UserError(f"widths must be multiples of 8, got {w}",
+                                    source=source, field=p + "widths")
+            depths = tuple(v.int_list(st, "depths", p, lo=1))
+            stride = v.choice(st, "stride", (1, 2), p)
+            stages.append(StageSpec(widths, depths, stride))
+        blocks_in = v.map_(data, "blocks")
+        blocks: dict[str, dict[str, tuple]] = {}
+        for fam, spec in blocks_in.items():
+            if fam not in FAMILIES:
+                raise UserError(f"unknown block family {fam!r}; expected one of "
+                                f"{', '.join(FAMILIES)}", source=source, field=f"blocks.{fam}")
+            p = f"blocks.{fam}."
+            spec = spec if isinstance(spec, dict) else v.map_(blocks_in, fam)
+            b = {"kernels": tuple(v.int_list(spec, "kernels", p, allowed=(1, 3, 5, 7)))}
+            if fam in ("mbconv", "ghost"):
+                b["expansions"] = tuple(v.int_list(spec, "expansions", p, lo=1, hi=8))
+                b["se"] = tuple(v.bool_list(spec, "se", p))
+            if fam == "mbconv":
+                b["acts"] = tuple(v.str_list(spec, "acts", p, allowed=ACTS))
+            blocks[fam] = b
+        if not blocks:
+            raise UserError("expected at least one block family", source=source, field="blocks")
+        if "shuffle" in blocks and any(k == 1 for k in blocks["shuffle"]["kernels"]):
+            raise UserError("shuffle kernels must be 3, 5 or 7", source=source,
+                            field="blocks.shuffle.kernels")
+        head = v.map_(data, "head")
+        head_width = v.int_(head, "width", "head.", lo=1)
+        head_act = v.choice(head, "act", ACTS, "head.")
+        dropout = head.get("dropout", 0.0)
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise UserError(f"expected a number in [0, 1), got {dropout!r}",
+                            source=source, field="head.dropout")
+        outputs = v.int_(head, "outputs", "head.", lo=1)
+        return cls(name, task, in_ch, tuple(resolutions), stem_width, stem_kernel,
+                   stem_strides, stem_act, tuple(stages), blocks, head_width, head_act,
+                   float(dropout), outputs, version, source, data)
+
+    # ------------------------------------------------------------------ identity
+    def space_hash(self) -> str:
+        """Stable content hash of everything that shapes the networks."""
+        d = {"task": self.task, "in": self.in_channels, "res": self.resolutions,
+             "stem": [self.stem_width, self.stem_kernel, self.stem_strides, self.stem_act],
+             "stages": [[s.widths, s.depths, s.stride] for s in self.stages],
+             "blocks": {k: {kk: list(vv) for kk, vv in sorted(b.items())}
+                        for k, b in sorted(self.blocks.items())},
+             "head": [self.head_width, self.head_act, self.head_dropout, self.outputs]}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ choices
+    def layer_options(self) -> list[LayerOp]:
+        """Every operator a layer can take, in a fixed order (the categorical gene)."""
+        out: list[LayerOp] = []
+        for fam in FAMILIES:
+            b = self.blocks.get(fam)
+            if b is None:
+                continue
+            for k in b["kernels"]:
+                if fam == "shuffle":
+                    out.append(LayerOp("shuffle", k))
+                    continue
+                for e in b["expansions"]:
+                    for se in b["se"]:
+                        for act in (b["acts"] if fam == "mbconv" else ("relu",)):
+                            out.append(LayerOp(fam, k, e, se, act))
+        return out
+
+    @property
+    def max_depths(self) -> tuple[int, ...]:
+        return tuple(max(s.depths) for s in self.stages)
+
+    def size(self) -> int:
+        """Number of distinct subnets (distinct canonical strings)."""
+        n = len(self.layer_options())
+        total = len(self.resolutions) * len(self.stem_strides)
+        for s in self.stages:
+            total *= len(s.widths) * sum(n ** d for d in s.depths)
+        return total
+
+    def contains(self, arch: Arch) -> None:
+        """Raise UserError naming the first gene that lies outside this space."""
+        opts = set(self.layer_options())
+        if arch.resolution not in self.resolutions:
+            raise UserError(f"resolution {arch.resolution} not in {list(self.resolutions)}",
+                            source=self.source, field="arch.resolution")
+        if arch.stem_stride not in self.stem_strides:
+            raise UserError(f"stem stride {arch.stem_stride} not in {list(self.stem_strides)}",
+                            source=self.source, field="arch.stem_stride")
+        if len(arch.depths) != len(self.stages):
+            raise UserError(f"arch has {len(arch.depths)} stages, space has {len(self.stages)}",
+                            source=self.source, field="arch.stages")
+        for i, (st, d, w, ops) in enumerate(zip(self.stages, arch.depths, arch.widths, arch.ops)):
+            if d not in st.depths:
+                raise UserError(f"depth {d} not in {list(st.depths)}", source=self.source,
+                                field=f"arch.stage{i + 1}.depth")
+            if w not in st.widths:
+                raise UserError(f"width {w} not in {list(st.widths)}", source=self.source,
+                                field=f"arch.stage{i + 1}.width")
+            for j, op in enumerate(ops[:d]):
+                if op not in opts:
+                    raise UserError(f"layer op {op.token()} not in this space",
+                                    source=self.source, field=f"arch.stage{i + 1}.layer{j + 1}")
+
+    def complete(self, arch: Arch) -> Arch:
+        """Pad a parsed arch's stages to max depth (inactive genes = first option)."""
+        fill = self.layer_options()[0]
+        ops = tuple(tuple(st) + (fill,) * (md - len(st)) if len(st) < md else tuple(st[:md])
+                    for st, md in zip(arch.ops, self.max_depths))
+        return Arch(arch.resolution, arch.stem_stride, arch.depths, arch.widths, ops)
+
+    def parse(self, text: str) -> Arch:
+        """Canonical string -> Arch of this space (validated)."""
+        arch = Arch.from_string(text)
+        if len(arch.ops) != len(self.stages):
+            raise UserError(f"arch has {len(arch.ops)} stages, space {self.name} has "
+                            f"{len(self.stages)}", field="arch")
+        arch = self.complete(arch)
+        self.contains(arch)
+        return arch
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, rng: np.random.Generator) -> Arch:
+        opts = self.layer_options()
+        res = self.resolutions[rng.integers(len(self.resolutions))]
+        stem = self.stem_strides[rng.integers(len(self.stem_strides))]
+        depths = tuple(int(s.depths[rng.integers(len(s.depths))]) for s in self.stages)
+        widths = tuple(int(s.widths[rng.integers(len(s.widths))]) for s in self.stages)
+        ops = tuple(tuple(opts[rng.integers(len(opts))] for _ in range(md))
+                    for md in self.max_depths)
+        return Arch(tuple(res), int(stem), depths, widths, ops)
+
+    def _extreme(self, biggest: bool) -> Arch:
+        pick = max if biggest else min
+        opts = self.layer_options()
+        op = pick(opts, key=lambda o: _op_cost(o, 32))
+        res = pick(self.resolutions, key=lambda r: r[0] * r[1])
+        stem = min(self.stem_strides) if biggest else max(self.stem_strides)
+        return Arch(res, stem, tuple(pick(s.depths) for s in self.stages),
+                    tuple(pick(s.widths) for s in self.stages),
+                    tuple((op,) * md for md in self.max_depths))
+
+    def largest(self) -> Arch:
+        return self._extreme(True)
+
+    def smallest(self) -> Arch:
+        return self._extreme(False)
+
+    def mutate(self, arch: Arch, rng: np.random.Generator, prob: float = 0.15) -> Arch:
+        """Resample each gene with probability `prob`; an op gene either tweaks one
+        attribute within its family or switches family. At least one gene changes."""
+        opts = self.layer_options()
+        for _ in range(20):
+            res, stem = arch.resolution, arch.stem_stride
+            if rng.random() < prob:
+                res = self.resolutions[rng.integers(len(self.resolutions))]
+            if rng.random() < prob:
+                stem = self.stem_strides[rng.integers(len(self.stem_strides))]
+            depths, widths, ops = list(arch.depths), list(arch.widths), []
+            for i, s in enumerate(self.stages):
+                if rng.random() < prob:
+                    depths[i] = int(s.depths[rng.integers(len(s.depths))])
+                if rng.random() < prob:
+                    widths[i] = int(s.widths[rng.integers(len(s.widths))])
+                st = []
+                for op in arch.ops[i]:
+                    if rng.random() < prob:
+                        op = self._mutate_op(op, opts, rng)
+                    st.append(op)
+                ops.append(tuple(st))
+            child = Arch(tuple(res), int(stem), tuple(depths), tuple(widths), tuple(ops))
+            if child != arch:
+                return child
+        return self.sample(rng)
+
+    def _mutate_op(self, op: LayerOp, opts: list[LayerOp], rng: np.random.Generator) -> LayerOp:
+        same = [o for o in opts if o.family == op.family and o != op
+                and sum([o.kernel != op.kernel, o.expansion != op.expansion,
+                         o.se != op.se, o.act != op.act]) == 1]
+        if same and rng.random() < 0.7:
+            return same[rng.integers(len(same))]
+        return opts[rng.integers(len(opts))]
+
+    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+        """Uniform crossover over the fixed-length genes (stage-level for depth/width)."""
+        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        ops = tuple(tuple(pick(x, y) for x, y in zip(sa, sb)) for sa, sb in zip(a.ops, b.ops))
+        return Arch(pick(a.resolution, b.resolution), pick(a.stem_stride, b.stem_stride),
+                    tuple(pick(x, y) for x, y in zip(a.depths, b.depths)),
+                    tuple(pick(x, y) for x, y in zip(a.widths, b.widths)), ops)
+
+    # ------------------------------------------------------------------ encodings
+    def encode(self, arch: Arch) -> dict[str, int]:
+        """Fixed-length categorical encoding: gene name -> choice index."""
+        opts = {o: i for i, o in enumerate(self.layer_options())}
+        enc = {"resolution": self.resolutions.index(arch.resolution),
+               "stem_stride": self.stem_strides.index(arch.stem_stride)}
+        for i, s in enumerate(self.stages):
+            enc[f"s{i + 1}_depth"] = s.depths.index(arch.depths[i])
+            enc[f"s{i + 1}_width"] = s.widths.index(arch.widths[i])
+            for j, op in enumerate(arch.ops[i]):
+                enc[f"s{i + 1}_l{j + 1}_op"] = opts[op]
+        return enc
+
+    def gene_cardinalities(self) -> dict[str, int]:
+        n = len(self.layer_options())
+        card = {"resolution": len(self.resolutions), "stem_stride": len(self.stem_strides)}
+        for i, s in enumerate(self.stages):
+            card[f"s{i + 1}_depth"] = len(s.depths)
+            card[f"s{i + 1}_width"] = len(s.widths)
+            for j in range(max(s.depths)):
+                card[f"s{i + 1}_l{j + 1}_op"] = n
+        return card
+
+    def decode(self, enc: dict[str, int]) -> Arch:
+        opts = self.layer_options()
+        depths, widths, ops = [], [], []
+        for i, s in enumerate(self.stages):
+            depths.append(int(s.depths[enc[f"s{i + 1}_depth"]]))
+            widths.append(int(s.widths[enc[f"s{i + 1}_width"]]))
+            ops.append(tuple(opts[enc[f"s{i + 1}_l{j + 1}_op"]] for j in range(max(s.depths))))
+        return Arch(tuple(self.resolutions[enc["resolution"]]),
+                    int(self.stem_strides[enc["stem_stride"]]), tuple(depths), tuple(widths),
+                    tuple(ops))
+
+    # ------------------------------------------------------------------ shapes / LUT keys
+    def stem_key(self, resolution: tuple[int, int]) -> str:
+        return (f"stem|cin={self.in_channels}|cout={self.stem_width}|s={{s}}"
+                f"|hw={resolution[0]}x{resolution[1]}|k={self.stem_kernel}|act={self.stem_act}")
+
+    def layer_shapes(self, arch: Arch) -> list[tuple[LayerOp, LayerShape]]:
+        """Active layers with their shapes, in forward order."""
+        h, w = arch.resolution
+        h, w = conv_out(h, arch.stem_stride), conv_out(w, arch.stem_stride)
+        cin = self.stem_width
+        out = []
+        for st, d, width, ops in zip(self.stages, arch.depths, arch.widths, arch.ops):
+            for j in range(d):
+                s = st.stride if j == 0 else 1
+                out.append((ops[j], LayerShape(cin, width, s, (h, w))))
+                h, w, cin = conv_out(h, s), conv_out(w, s), width
+        return out
+
+    def final_shape(self, arch: Arch) -> tuple[int, tuple[int, int]]:
+        h, w = arch.resolution
+        h, w = conv_out(h, arch.stem_stride), conv_out(w, arch.stem_stride)
+        for st in self.stages:
+            h, w = conv_out(h, st.stride), conv_out(w, st.stride)
+        return arch.widths[-1], (h, w)
+
+    def arch_keys(self, arch: Arch) -> list[str]:
+        """LUT keys of every part of `arch`: stem, searched layers, head."""
+        keys = [self.stem_key(arch.resolution).replace("{s}", str(arch.stem_stride))]
+        keys += [layer_key(op, shape) for op, shape in self.layer_shapes(arch)]
+        c, hw = self.final_shape(arch)
+        keys.append(self.head_key(c, hw))
+        return keys
+
+    def head_key(self, cin: int, hw: tuple[int, int]) -> str:
+        return (f"head|cin={cin}|hw={hw[0]}x{hw[1]}|width={self.head_width}"
+                f"|out={self.outputs}|act={self.head_act}")
+
+    def all_keys(self) -> dict[str, tuple[str, Any]]:
+        """Every LUT key the space can produce -> (kind, spec) to build it from."""
+        opts = self.layer_options()
+        keys: dict[str, tuple[str, Any]] = {}
+        for res in self.resolutions:
+            for t in self.stem_strides:
+                keys[self.stem_key(res).replace("{s}", str(t))] = ("stem", (res, t))
+                h, w = conv_out(res[0], t), conv_out(res[1], t)
+                cins: tuple[int, ...] = (self.stem_width,)
+                for st in self.stages:
+                    for j in range(max(st.depths)):
+                        s = st.stride if j == 0 else 1
+                        for cin in cins:
+                            for cout in st.widths:
+                                if j > 0 and cin != cout:
+                                    continue
+                                shape = LayerShape(cin, cout, s, (h, w))
+                                for op in opts:
+                                    keys[layer_key(op, shape)] = ("layer", (op, shape))
+                        h, w = conv_out(h, s), conv_out(w, s)
+                        cins = st.widths
+                for c in self.stages[-1].widths:
+                    keys[self.head_key(c, (h, w))] = ("head", (c, (h, w)))
+        return keys
+
+
+def _op_cost(op: LayerOp, c: int) -> float:
+    """Rough MAC count of an op at c channels: only used to order ops for largest/smallest."""
+    k2 = op.kernel * op.kernel
+    if op.family == "shuffle":
+        return 2 * (c / 2) ** 2 + k2 * c / 2
+    mid = c * op.expansion
+    se = 2 * mid * se_channels(mid) / 100 if op.se else 0
+    if op.family == "ghost":
+        return c * mid / 2 + k2 * mid / 2 + mid * c / 2 + k2 * c / 2 + se + 0.1 * (op.act == "hswish")
+    return 2 * c * mid + k2 * mid + se + 0.1 * (op.act == "hswish")
+
+
+class _Validator:
+    """Field checks that raise a one-line UserError naming file and field."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def _get(self, d: dict, key: str, prefix: str) -> Any:
+        if not isinstance(d, dict) or key not in d:
+            raise UserError("missing required field", source=self.source, field=prefix + key)
+        return d[key]
+
+    def _fail(self, msg: str, field_name: str) -> None:
+        raise UserError(msg, source=self.source, field=field_name)
+
+    def int_(self, d: dict, key: str, prefix: str = "", lo: int | None = None) -> int:
+        x = self._get(d, key, prefix)
+        if not isinstance(x, int) or isinstance(x, bool) or (lo is not None and x < lo):
+            self._fail(f"expected an integer{f' >= {lo}' if lo is not None else ''}, got {x!r}",
+                       prefix + key)
+        return x
+
+    def str_(self, d: dict, key: str, prefix: str = "") -> str:
+        x = self._get(d, key, prefix)
+        if not isinstance(x, str) or not x:
+            self._fail(f"expected a non-empty string, got {x!r}", prefix + key)
+        return x
+
+    def choice(self, d: dict, key: str, allowed: Iterable, prefix: str = "") -> Any:
+        x = self._get(d, key, prefix)
+        allowed = tuple(allowed)
+        if x not in allowed or isinstance(x, bool):
+            self._fail(f"expected one of {', '.join(map(str, allowed))}, got {x!r}", prefix + key)
+        return x
+
+    def map_(self, d: dict, key: str, prefix: str = "") -> dict:
+        x = self._get(d, key, prefix)
+        if not isinstance(x, dict):
+            self._fail(f"expected a mapping, got {type(x).__name__}", prefix + key)
+        return x
+
+    def list_(self, d: dict, key: str, prefix: str = "") -> list:
+        x = self._get(d, key, prefix)
+        if not isinstance(x, list) or not x:
+            self._fail(f"expected a non-empty list, got {x!r}", prefix + key)
+        return x
+
+    def int_list(self, d: dict, key: str, prefix: str = "", lo: int | None = None,
+                 hi: int | None = None, allowed: Iterable | None = None) -> list[int]:
+        xs = self.list_(d, key, prefix)
+        allowed = tuple(allowed) if allowed is not None else None
+        for x in xs:
+            bad = not isinstance(x, int) or isinstance(x, bool)
+            bad = bad or (lo is not None and x < lo) or (hi is not None and x > hi)
+            bad = bad or (allowed is not None and x not in allowed)
+            if bad:
+                want = (f"one of {', '.join(map(str, allowed))}" if allowed
+                        else "integers" + (f" >= {lo}" if lo is not None else "")
+                        + (f" <= {hi}" if hi is not None else ""))
+                self._fail(f"expected a list of {want}, got {x!r}", prefix + key)
+        if len(set(xs)) != len(xs):
+            self._fail(f"duplicate values in {xs!r}", prefix + key)
+        return xs
+
+    def bool_list(self, d: dict, key: str, prefix: str = "") -> list[bool]:
+        xs = self.list_(d, key, prefix)
+        if not all(isinstance(x, bool) for x in xs) or len(set(xs)) != len(xs):
+            self._fail(f"expected a list of distinct true/false, got {xs!r}", prefix + key)
+        return xs
+
+    def str_list(self, d: dict, key: str, prefix: str = "", allowed: Iterable = ()) -> list[str]:
+        xs = self.list_(d, key, prefix)
+        allowed = tuple(allowed)
+        for x in xs:
+            if x not in allowed:
+                self._fail(f"expected a list of {', '.join(allowed)}, got {x!r}", prefix + key)
+        return xs
+
+
+def iter_stage_layers(space: SearchSpace) -> Iterator[tuple[int, int]]:
+    """(stage index, layer index) for every layer slot of the supernet."""
+    for i, md in enumerate(space.max_depths):
+        for j in range(md):
+            yield i, j
+
+
+def log10_size(space: SearchSpace) -> float:
+    return math.log10(space.size())

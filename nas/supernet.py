@@ -1,0 +1,237 @@
+"""Weight-sharing supernet: one weight set per block family per layer slot.
+
+Width and expansion by channel slicing (leading channels), kernel by centre crop of the
+largest kernel, depth as the first d layers of a stage, resolution by resizing the input.
+Each elastic module has the same child names as its static twin in `nas.models`, so
+`extract(arch)` copies weights with one generic slice-and-crop rule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.models import GazeNet, activation, channel_shuffle, resize_to
+from nas.space import Arch, LayerOp, SearchSpace, ghost_init, se_channels
+
+
+def _crop(w: torch.Tensor, k: int) -> torch.Tensor:
+    kmax = w.shape[-1]
+    if k == kmax:
+        return w
+    a = (kmax - k) // 2
+    return w[..., a:a + k, a:a + k]
+
+
+class EConvBN(nn.Module):
+    """Elastic conv + BN: output channels, input channels and kernel chosen per call."""
+
+    def __init__(self, cin: int, cout: int, k: int, depthwise: bool = False):
+        super().__init__()
+        self.depthwise = depthwise
+        self.conv = nn.Conv2d(cin, cout, k, groups=cin if depthwise else 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor, cout: int | None = None, k: int | None = None,
+                stride: int = 1, act: str | None = None) -> torch.Tensor:
+        cin = x.shape[1]
+        k = k or self.conv.weight.shape[-1]
+        if self.depthwise:
+            cout, w, groups = cin, self.conv.weight[:cin], cin
+        else:
+            w, groups = self.conv.weight[:cout, :cin], 1
+        y = F.conv2d(x, _crop(w, k), None, stride, k // 2, 1, groups)
+        bn = self.bn
+        y = F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout],
+                         bn.bias[:cout], self.training, bn.momentum or 0.0, bn.eps)
+        return activation(act, y)
+
+
+class ESqueezeExcite(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        r = se_channels(channels)
+        self.reduce = nn.Conv2d(channels, r, 1)
+        self.expand = nn.Conv2d(r, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        r = se_channels(c)
+        s = x.mean((2, 3), keepdim=True)
+        s = F.relu(F.conv2d(s, self.reduce.weight[:r, :c], self.reduce.bias[:r]))
+        s = F.hardsigmoid(F.conv2d(s, self.expand.weight[:c, :r], self.expand.bias[:c]))
+        return x * s
+
+
+class EMBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kmax: int, emax: int):
+        super().__init__()
+        mid = cin * emax
+        self.expand = EConvBN(cin, mid, 1)
+        self.dw = EConvBN(mid, mid, kmax, depthwise=True)
+        self.se = ESqueezeExcite(mid)
+        self.project = EConvBN(mid, cout, 1)
+
+    def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
+        cin = x.shape[1]
+        y = self.expand(x, cin * op.expansion, act=op.act)
+        y = self.dw(y, k=op.kernel, stride=stride, act=op.act)
+        if op.se:
+            y = self.se(y)
+        y = self.project(y, cout)
+        return x + y if stride == 1 and cin == cout else y
+
+
+class EGhostModule(nn.Module):
+    def __init__(self, cin: int, cout: int, kmax: int):
+        super().__init__()
+        init = ghost_init(cout)
+        self.primary = EConvBN(cin, init, 1)
+        self.cheap = EConvBN(init, init, kmax, depthwise=True)
+
+    def forward(self, x: torch.Tensor, cout: int, k: int, act: str | None) -> torch.Tensor:
+        y = self.primary(x, ghost_init(cout), act=act)
+        return torch.cat([y, self.cheap(y, k=k, act=act)], 1)[:, :cout]
+
+
+class EGhostBottleneck(nn.Module):
+    def __init__(self, cin: int, cout: int, kmax: int, emax: int):
+        super().__init__()
+        mid = cin * emax
+        self.ghost1 = EGhostModule(cin, mid, kmax)
+        self.dw = EConvBN(mid, mid, kmax, depthwise=True)
+        self.se = ESqueezeExcite(mid)
+        self.ghost2 = EGhostModule(mid, cout, kmax)
+        self.shortcut_dw = EConvBN(cin, cin, kmax, depthwise=True)
+        self.shortcut_pw = EConvBN(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
+        cin = x.shape[1]
+        y = self.ghost1(x, cin * op.expansion, op.kernel, "relu")
+        if stride > 1:
+            y = self.dw(y, k=op.kernel, stride=stride)
+        if op.se:
+            y = self.se(y)
+        y = self.ghost2(y, cout, op.kernel, None)
+        if stride == 1 and cin == cout:
+            return y + x
+        return y + self.shortcut_pw(self.shortcut_dw(x, k=op.kernel, stride=stride), cout)
+
+
+class EShuffleUnit(nn.Module):
+    def __init__(self, cin: int, cout: int, kmax: int):
+        super().__init__()
+        half = cout // 2
+        self.b1_dw = EConvBN(cin, cin, kmax, depthwise=True)
+        self.b1_pw = EConvBN(cin, half, 1)
+        self.b2_pw1 = EConvBN(max(cin, half), half, 1)
+        self.b2_dw = EConvBN(half, half, kmax, depthwise=True)
+        self.b2_pw2 = EConvBN(half, half, 1)
+
+    def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
+        cin, half, k = x.shape[1], cout // 2, op.kernel
+        if stride == 1 and cin == cout:
+            a, b = x.chunk(2, 1)
+        else:
+            a, b = self.b1_pw(self.b1_dw(x, k=k, stride=stride), half, act="relu"), x
+        b = self.b2_pw1(b, half, act="relu")
+        b = self.b2_pw2(self.b2_dw(b, k=k, stride=stride), half, act="relu")
+        return channel_shuffle(torch.cat([a, b], 1))
+
+
+class ElasticLayer(nn.Module):
+    """One layer slot: a max-size block per family the space offers."""
+
+    def __init__(self, space: SearchSpace, cin: int, cout: int):
+        super().__init__()
+        b = space.blocks
+        if "mbconv" in b:
+            self.mbconv = EMBConv(cin, cout, max(b["mbconv"]["kernels"]),
+                                  max(b["mbconv"]["expansions"]))
+        if "ghost" in b:
+            self.ghost = EGhostBottleneck(cin, cout, max(b["ghost"]["kernels"]),
+                                          max(b["ghost"]["expansions"]))
+        if "shuffle" in b:
+            self.shuffle = EShuffleUnit(cin, cout, max(b["shuffle"]["kernels"]))
+
+    def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
+        return getattr(self, op.family)(x, op, cout, stride)
+
+
+class EGazeHead(nn.Module):
+    def __init__(self, cin: int, width: int, outputs: int, act: str, dropout: float):
+        super().__init__()
+        self.conv = EConvBN(cin, width, 1)
+        self.width, self.act, self.dropout = width, act, dropout
+        self.fc = nn.Linear(width, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x, self.width, act=self.act).mean((2, 3))
+        return self.fc(F.dropout(x, self.dropout, self.training))
+
+
+class Supernet(nn.Module):
+    """All subnets of a space in one set of shared weights; `forward(x, arch)` runs one."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        self.stem = EConvBN(space.in_channels, space.stem_width, space.stem_kernel)
+        self.slots: list[list[int]] = []
+        layers, cin_max = [], space.stem_width
+        for st in space.stages:
+            idx = []
+            for j in range(max(st.depths)):
+                cin = cin_max if j == 0 else max(st.widths)
+                idx.append(len(layers))
+                layers.append(ElasticLayer(space, cin, max(st.widths)))
+            self.slots.append(idx)
+            cin_max = max(st.widths)
+        self.layers = nn.ModuleList(layers)
+        self.head = EGazeHead(cin_max, space.head_width, space.outputs, space.head_act,
+                              space.head_dropout)
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        x = resize_to(x, arch.resolution)
+        x = self.stem(x, self.space.stem_width, stride=arch.stem_stride, act=self.space.stem_act)
+        for st, slots, d, w, ops in zip(self.space.stages, self.slots, arch.depths,
+                                        arch.widths, arch.ops):
+            for j in range(d):
+                x = self.layers[slots[j]](x, ops[j], w, st.stride if j == 0 else 1)
+        return self.head(x)
+
+    def active_slots(self, arch: Arch) -> list[int]:
+        return [slots[j] for slots, d in zip(self.slots, arch.depths) for j in range(d)]
+
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> GazeNet:
+        """A standalone GazeNet with this arch's weights copied out of the supernet."""
+        net = GazeNet(self.space, arch)
+        ops = [op for op, _ in self.space.layer_shapes(arch)]
+        for static, slot, op in zip(net.layers, self.active_slots(arch), ops):
+            _copy_sliced(static, getattr(self.layers[slot], op.family))
+        _copy_sliced(net.stem, self.stem)
+        _copy_sliced(net.head, self.head)
+        net.train(self.training)
+        return net
+
+
+def _copy_sliced(static: nn.Module, elastic: nn.Module) -> None:
+    """Copy every tensor of `static` from the same-named one in `elastic`: leading-slice
+    each dim to the static shape, centre-cropping the two kernel dims of 4-D weights."""
+    src = elastic.state_dict()
+    for name, dst in static.state_dict().items():
+        if name not in src:
+            raise KeyError(f"supernet has no tensor {name!r} for {type(static).__name__}")
+        s = src[name]
+        if dst.dim() == 0:
+            dst.copy_(s)
+            continue
+        if dst.dim() == 4:
+            s = _crop(s, dst.shape[-1])
+        s = s[tuple(slice(0, n) for n in dst.shape)]
+        if s.shape != dst.shape:
+            raise ValueError(f"cannot slice {name}: supernet {tuple(src[name].shape)} -> "
+                             f"{tuple(dst.shape)}")
+        dst.copy_(s)
