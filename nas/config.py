@@ -1,0 +1,150 @@
+"""Experiment config (experiments/*.yaml): one file drives a whole run, validated up front."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import UserError
+from nas.train import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    train: int = 16000
+    val: int = 2000
+    workers: int = 2
+
+
+@dataclass
+class LatencyConfig:
+    lut: str | None = None        # an existing table; None: profile this machine into the run
+    device: str | None = None     # device name for a new table (default: from the CPU model)
+    validate_samples: int = 40
+    rounds: int = 5
+    workers: int = 2
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "evolution"
+    evals: int = 160
+    batch: int = 8
+    budgets_ms: list = field(default_factory=list)
+    recal_images: int = 512
+    val_images: int = 2000
+    threads: int = 2
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    seed: int
+    space: Path
+    data: DataConfig
+    train: TrainConfig
+    latency: LatencyConfig
+    search: SearchConfig
+    source: str = "<dict>"
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "space": str(self.space),
+                "data": asdict(self.data), "train": asdict(self.train),
+                "latency": asdict(self.latency), "search": asdict(self.search)}
+
+
+_SECTIONS = {"data": DataConfig, "latency": LatencyConfig, "search": SearchConfig}
+
+
+def _section(cls: type, d: Any, name: str, source: str) -> Any:
+    if d is None:
+        return cls()
+    if not isinstance(d, dict):
+        raise UserError("expected a mapping", source=source, field=name)
+    defaults = cls()
+    out = {}
+    for k, v in d.items():
+        if k not in cls.__dataclass_fields__:
+            raise UserError(f"unknown field; expected one of "
+                            f"{', '.join(cls.__dataclass_fields__)}", source=source,
+                            field=f"{name}.{k}")
+        want = getattr(defaults, k)
+        ok = True
+        if isinstance(want, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(want, int):
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif isinstance(want, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        elif isinstance(want, list):
+            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and x > 0 for x in v)
+        elif want is None:
+            ok = v is None or isinstance(v, str)
+        elif isinstance(want, str):
+            ok = isinstance(v, str)
+        if not ok:
+            raise UserError(f"expected {type(want).__name__ if want is not None else 'a string'}"
+                            f"{' of positive numbers' if isinstance(want, list) else ''}, "
+                            f"got {v!r}", source=source, field=f"{name}.{k}")
+        out[k] = v
+    return cls(**out)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate an experiment config; relative paths resolve from the config's folder
+    first, then from the current directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found (expected an experiment config YAML)", source=str(path))
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}",
+                        source=str(path)) from None
+    src = str(path)
+    if not isinstance(d, dict):
+        raise UserError("expected a mapping at the top level", source=src)
+    known = {"version", "name", "seed", "space", "data", "train", "latency", "search"}
+    for k in d:
+        if k not in known:
+            raise UserError(f"unknown field; expected one of {', '.join(sorted(known))}",
+                            source=src, field=k)
+    name = d.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise UserError(f"expected a run name without '/', got {name!r}", source=src, field="name")
+    seed = d.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"expected a non-negative integer, got {seed!r}", source=src, field="seed")
+    if not isinstance(d.get("space"), str):
+        raise UserError("expected a path to a search-space YAML", source=src, field="space")
+    space = resolve_path(d["space"], path, "space")
+    data = _section(DataConfig, d.get("data"), "data", src)
+    if data.source != "synthetic":
+        raise UserError(f"unknown data source {data.source!r}; this version reads 'synthetic'",
+                        source=src, field="data.source")
+    if data.train < 256 or data.val < 64:
+        raise UserError("expected train >= 256 and val >= 64 images", source=src, field="data")
+    train = TrainConfig.from_dict(d.get("train") or {}, source=src)
+    latency = _section(LatencyConfig, d.get("latency"), "latency", src)
+    if latency.lut is not None:
+        latency.lut = str(resolve_path(latency.lut, path, "latency.lut"))
+    search = _section(SearchConfig, d.get("search"), "search", src)
+    if search.evals < 1:
+        raise UserError("expected evals >= 1", source=src, field="search.evals")
+    return ExperimentConfig(name, seed, space, data, train, latency, search, src, d)
+
+
+def resolve_path(value: str, config_path: Path, field_name: str) -> Path:
+    for base in (config_path.parent, Path.cwd()):
+        p = (base / value).resolve()
+        if p.exists():
+            return p
+    raise UserError(f"path {value!r} not found (relative to the config's folder or the "
+                    "current directory)", source=str(config_path), field=field_name)

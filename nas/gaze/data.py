@@ -1,0 +1,56 @@
+"""Gaze datasets as arrays: train / recalibration / validation splits for the pipeline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nas.errors import UserError
+
+
+@dataclass
+class GazeSplits:
+    """uint8 images (N, H, W) and float32 labels (N, 2) per split."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    fingerprint: str
+
+    def check(self, source: str = "dataset") -> None:
+        for name in ("train_y", "val_y"):
+            y = getattr(self, name)
+            if not np.isfinite(y).all():
+                raise UserError("labels contain NaN or inf", source=source, field=name)
+        if len(self.train_x) == 0 or len(self.val_x) == 0:
+            raise UserError("empty split", source=source, field="train/val")
+
+
+def cache_dir() -> Path:
+    """Where rendered datasets live: $GAZE_NAS_CACHE or ~/.cache/gaze-nas."""
+    return Path(os.environ.get("GAZE_NAS_CACHE", Path.home() / ".cache" / "gaze-nas"))
+
+
+def synthetic_splits(n_train: int, n_val: int, seed: int, workers: int = 1,
+                     log: Callable[[str], None] = print) -> GazeSplits:
+    """Render (or load from cache) disjoint train and validation sets of eye patches."""
+    from nas.gaze.synthetic import RenderConfig, load_or_render
+
+    cfg = RenderConfig()
+    # Distinct seeds give disjoint per-sample RNG streams for the two splits.
+    tr = load_or_render(cache_dir(), n_train, seed * 2 + 1, cfg, workers=workers, log=log)
+    va = load_or_render(cache_dir(), n_val, seed * 2 + 2, cfg, workers=workers, log=log)
+    fp = f"synth-{cfg.fingerprint()}-s{seed}-{n_train}-{n_val}"
+    return GazeSplits(tr["images"], tr["gaze"].astype(np.float32), va["images"],
+                      va["gaze"].astype(np.float32), fp)
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]: the networks' input convention."""
+    return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)

@@ -1,0 +1,59 @@
+"""report.md: what a run found, next to the floor it must beat and what each stage cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.io import atomic_write_text
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -> Path:
+    front = search["front"]
+    lines = [f"# gaze-nas run `{manifest['name']}`", ""]
+    lat = [p["latency_ms"] for p in front]
+    err = [p["error_deg"] for p in front]
+    mean_err = manifest["mean_gaze_error_deg"]
+    lines += [
+        f"- device: `{manifest['device']}` (LUT `{manifest['lut_path']}`)",
+        f"- Pareto front: {len(front)} non-dominated subnets, latency "
+        f"{min(lat):.3f}-{max(lat):.3f} ms ({max(lat) / min(lat):.1f}x), error "
+        f"{min(err):.2f}-{max(err):.2f} deg",
+        f"- best validation error {min(err):.2f} deg vs {mean_err:.2f} deg for always "
+        f"predicting the mean gaze",
+        f"- supernet training throughput: {_fmt(manifest.get('supernet_train_img_s'), '.0f')} "
+        "img/s (sandwich step images)",
+        "", "## Best subnet per latency budget", "",
+        "| budget (ms) | arch_id | error (deg) | latency (ms, LUT) | params | MMAC | arch |",
+        "|---|---|---|---|---|---|---|"]
+    for b in search["best_per_budget"]:
+        if not b.get("arch_id"):
+            lines.append(f"| {b['budget_ms']} | none | - | - | - | - | {b.get('reason', '')} |")
+            continue
+        lines.append(f"| {b['budget_ms']} | `{b['arch_id']}` | {b['error_deg']:.2f} | "
+                     f"{b['latency_ms']:.3f} | {b['params']:,} | {b['macs'] / 1e6:.2f} | "
+                     f"`{b['arch']}` |")
+    fid = manifest.get("lut_fidelity") or {}
+    lines += ["", "## Latency table fidelity (leave-one-out, whole subnets measured end to end)", "",
+              f"- n = {fid.get('n')}, MAPE {_fmt(fid.get('mape'), '.2f')}%, within 5%: "
+              f"{_fmt(fid.get('within_5'), '.0%')}, within 10%: {_fmt(fid.get('within_10'), '.0%')}, "
+              f"Kendall tau {_fmt(fid.get('kendall_tau'), '.3f')}",
+              "", "## Pareto front", "", "![pareto](search/pareto.png)", "",
+              "| arch_id | error (deg) | latency (ms) | params | MMAC |", "|---|---|---|---|---|"]
+    for p in front:
+        lines.append(f"| `{p['arch_id']}` | {p['error_deg']:.2f} | {p['latency_ms']:.3f} | "
+                     f"{p['params']:,} | {p['macs'] / 1e6:.2f} |")
+    if history:
+        lines += ["", "## Supernet training", "", "| epoch | loss | largest (deg) | smallest (deg) |",
+                  "|---|---|---|---|"]
+        for h in history:
+            lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {h['err_largest']:.2f} | "
+                         f"{h['err_smallest']:.2f} |")
+    lines += ["", "## Stage times", "", "| stage | seconds | status |", "|---|---|---|"]
+    for k, v in manifest["stage_seconds"].items():
+        lines.append(f"| {k} | {v:.1f} | {manifest['stage_status'][k]} |")
+    lines += [f"| total | {manifest['total_seconds']:.1f} | |", ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,403 @@
+"""Drive a Strategy against an evaluate callable, resumably, and write the search artifacts.
+
+The runner knows objective *names*, never how they are computed: `evaluate(arch)` returns a
+dict holding the objective keys plus any extra columns (params, macs, ...), which are carried
+into every artifact untouched.
+
+Resume protocol: after every batch, `trials.csv` and then `strategy_state.json` are written
+atomically; finished trials of an interrupted batch are flushed too. On restart the strategy
+state (taken at the last batch boundary) is reloaded and asked again; since a strategy gives
+the same asks from the same state, archs whose rows are already in `trials.csv` are taken
+from there instead of being evaluated again, and the run ends exactly as an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_hash
+from nas.search.pareto import best_under_budget, hypervolume_2d, non_dominated_mask
+from nas.search.strategy import Strategy
+from nas.space import Arch, SearchSpace
+
+TRIALS = "trials.csv"
+STATE = "strategy_state.json"
+_RESERVED = ("trial", "arch_id", "arch", "seconds")
+_HV_RULE = "1.1 x the worst feasible value of each objective over all trials"
+
+
+# ---------------------------------------------------------------------- rows and CSV
+def _scalar(v: Any) -> Any:
+    """numpy scalars -> Python, so rows go to CSV and JSON unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _make_row(trial: int, arch: Arch, result: dict, seconds: float,
+              objectives: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise TypeError(f"evaluate() must return a dict, got {type(result).__name__}")
+    missing = [k for k in objectives if k not in result]
+    if missing:
+        raise ValueError(f"evaluate() returned no {', '.join(missing)} "
+                         f"(got {', '.join(map(str, result)) or 'nothing'})")
+    row: dict[str, Any] = {"trial": trial, "arch_id": arch.arch_id, "arch": arch.to_string()}
+    for k in objectives:
+        row[k] = _scalar(result[k])
+    for k, v in result.items():
+        if k not in row and k not in _RESERVED:
+            row[k] = _scalar(v)
+    row["seconds"] = round(seconds, 6)
+    return row
+
+
+def _objective_values(row: dict, objectives: Sequence[str]) -> tuple[float, ...]:
+    out = []
+    for k in objectives:
+        v = row.get(k)
+        try:
+            out.append(float("nan") if v is None else float(v))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return tuple(out)
+
+
+def _is_feasible(row: dict, objectives: Sequence[str]) -> bool:
+    """Feasible unless evaluate said `feasible: False` or an objective is not finite."""
+    flag = row.get("feasible", True)
+    if flag in (False, "False", "false", 0):
+        return False
+    return all(math.isfinite(v) for v in _objective_values(row, objectives))
+
+
+def _columns(rows: Iterable[dict]) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            cols.setdefault(k, None)
+    if "seconds" in cols:  # keep the timing column last even when later rows add metrics
+        del cols["seconds"]
+        cols["seconds"] = None
+    return list(cols)
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def _parse_cell(text: str) -> Any:
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_trials(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a trials.csv with numbers parsed back (floats round-trip exactly)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read trials ({exc})", source=str(path)) from None
+    out = []
+    for i, r in enumerate(rows):
+        if not r.get("arch_id") or not r.get("arch"):
+            raise UserError(f"row {i + 2} has no arch_id/arch", source=str(path))
+        out.append({k: (v if k in ("arch_id", "arch") else _parse_cell(v or ""))
+                    for k, v in r.items() if k is not None})
+    return out
+
+
+# ---------------------------------------------------------------------- the loop
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _meta_hash(space: SearchSpace, strategy: Strategy, objectives: Sequence[str],
+               meta: dict | None) -> str:
+    return json_hash({"meta": meta or {}, "strategy": strategy.name,
+                      "objectives": list(objectives), "space": space.space_hash()})
+
+
+def _restore(out_dir: Path, strategy: Strategy, meta_hash: str, resume: bool,
+             log: Callable[[str], Any]) -> tuple[list[dict], dict[str, dict]]:
+    """Rows already told, and rows of an interrupted batch keyed by arch_id."""
+    trials, state = out_dir / TRIALS, out_dir / STATE
+    if not resume:
+        for p in (trials, state):
+            p.unlink(missing_ok=True)
+        return [], {}
+    if not state.exists():
+        if trials.exists() and read_trials(trials):
+            raise UserError("holds trials but no strategy_state.json, so the search cannot "
+                            "resume; use another output folder or start afresh",
+                            source=str(trials))
+        return [], {}
+    try:
+        st = json.loads(state.read_text())
+        n_told = int(st["n_told"])
+        saved_hash = st["meta_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"unreadable search state ({exc})", source=str(state)) from None
+    if saved_hash != meta_hash:
+        raise UserError(f"was written by a search with other settings (meta hash {saved_hash} "
+                        f"!= {meta_hash}); use another output folder or start afresh",
+                        source=str(state))
+    rows = read_trials(trials) if trials.exists() else []
+    if len(rows) < n_told:
+        raise UserError(f"has {len(rows)} trials but the saved state has told {n_told}",
+                        source=str(trials))
+    strategy.load_state_dict(st["strategy_state"])
+    cache = {r["arch_id"]: r for r in rows[n_told:]}
+    log(f"search: resuming in {out_dir} after {n_told} trials"
+        + (f" ({len(cache)} more already evaluated)" if cache else ""))
+    return rows[:n_told], cache
+
+
+def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch], dict], *,
+               evals: int, budgets: Sequence[float], out_dir: str | Path,
+               objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
+               log: Callable[[str], Any] = print, meta: dict | None = None,
+               resume: bool = True, hv_ref: Sequence[float] | None = None,
+               progress_every: float = 5.0) -> dict[str, Any]:
+    """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
+
+    `objectives` are two minimised keys of evaluate()'s dict: error first, latency second
+    (budgets apply to the second). A trial is infeasible when evaluate returns
+    `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
+    front. `resume=False` discards an earlier run in `out_dir`. Returns
+    {"front", "best_per_budget", "summary"} as written to disk.
+    """
+    objectives = tuple(objectives)
+    if len(objectives) != 2:
+        raise ValueError(f"run_search needs exactly two objectives (error, latency), "
+                         f"got {objectives}")
+    if batch < 1:
+        raise UserError(f"expected an integer >= 1, got {batch!r}", field="search.batch")
+    if evals < 0:
+        raise UserError(f"expected an integer >= 0, got {evals!r}", field="search.evals")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mhash = _meta_hash(space, strategy, objectives, meta)
+    rows, cache = _restore(out_dir, strategy, mhash, resume, log)
+
+    t_start = time.perf_counter()
+    n_new, last_log, last_write = 0, t_start, t_start
+    done = len(rows)
+    while done < evals:
+        archs = strategy.ask(min(batch, evals - done))
+        if not archs:
+            log(f"search: strategy {strategy.name} has no unseen archs left; "
+                f"stopping at {done} trials")
+            break
+        try:
+            for arch in archs:
+                row = cache.pop(arch.arch_id, None)
+                if row is None:
+                    t0 = time.perf_counter()
+                    result = evaluate(arch)
+                    row = _make_row(done, arch, result, time.perf_counter() - t0, objectives)
+                    n_new += 1
+                row["trial"] = done
+                rows.append(row)
+                done += 1
+                strategy.tell(arch, _objective_values(row, objectives),
+                              _is_feasible(row, objectives))
+                now = time.perf_counter()
+                if now - last_write >= 2.0:
+                    _write_trials(out_dir, rows, cache)
+                    last_write = now
+                if now - last_log >= progress_every:
+                    last_log = now
+                    log(_progress(rows, done, evals, n_new, now - t_start, objectives))
+        except BaseException:
+            _write_trials(out_dir, rows, cache)
+            if done < evals:
+                log(f"search: interrupted after {done}/{evals} trials; "
+                    f"run again with the same settings to resume")
+            raise
+        _write_trials(out_dir, rows, cache)
+        last_write = time.perf_counter()
+        atomic_write_json(out_dir / STATE, {
+            "meta_hash": mhash, "strategy": strategy.name, "n_told": done,
+            "objectives": list(objectives), "meta": meta or {},
+            "strategy_state": strategy.state_dict()})
+    if cache:
+        log(f"search: {len(cache)} results of the interrupted run were not asked again "
+            f"and are dropped")
+        cache = {}
+        _write_trials(out_dir, rows, cache)
+    elapsed = time.perf_counter() - t_start
+    result = write_outputs(out_dir, rows, budgets=budgets, objectives=objectives, meta=meta,
+                           hv_ref=hv_ref, extra={"strategy": strategy.name,
+                                                 "meta_hash": mhash, "evals": evals,
+                                                 "evaluated_this_run": n_new,
+                                                 "seconds_this_run": round(elapsed, 3)})
+    s = result["summary"]
+    log(f"search: done, {s['n_trials']} trials ({n_new} evaluated now) in {elapsed:.1f} s; "
+        f"front of {s['front_size']}; outputs in {out_dir}")
+    return result
+
+
+def _write_trials(out_dir: Path, rows: list[dict], cache: dict[str, dict]) -> None:
+    """All finished trials, plus not-yet-re-asked rows of an interrupted batch (so a second
+    interruption during resume loses nothing)."""
+    allrows = rows + list(cache.values())
+    atomic_write_text(out_dir / TRIALS, _csv_text(allrows, _columns(allrows)))
+
+
+def _progress(rows: list[dict], done: int, evals: int, n_new: int, elapsed: float,
+              objectives: Sequence[str]) -> str:
+    rate = n_new / elapsed if elapsed > 0 else float("nan")
+    eta = (evals - done) / rate if rate and rate > 0 else float("inf")
+    F = _feasible_matrix(rows, objectives)[1]
+    front = int(non_dominated_mask(F).sum()) if len(F) else 0
+    best = f", best {objectives[0]} {F[:, 0].min():.3f}" if len(F) else ""
+    return (f"search: {done}/{evals} trials, {rate:.2f}/s, ETA {_fmt_eta(eta)}, "
+            f"front {front}{best}")
+
+
+# ---------------------------------------------------------------------- outputs
+def _feasible_matrix(rows: list[dict], objectives: Sequence[str]
+                     ) -> tuple[list[dict], np.ndarray]:
+    feas = [r for r in rows if _is_feasible(r, objectives)]
+    F = np.array([_objective_values(r, objectives) for r in feas], dtype=float).reshape(-1, 2)
+    return feas, F
+
+
+def _entry(row: dict) -> dict[str, Any]:
+    """A front / budget entry: identity first, then every metric, then the trial number."""
+    out = {"arch_id": row["arch_id"], "arch": row["arch"]}
+    out.update({k: v for k, v in row.items() if k not in _RESERVED})
+    out["trial"] = row["trial"]
+    return out
+
+
+def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[float],
+                  objectives: Sequence[str] = ("error_deg", "latency_ms"),
+                  meta: dict | None = None, hv_ref: Sequence[float] | None = None,
+                  extra: dict | None = None) -> dict[str, Any]:
+    """pareto.{json,csv,png}, best_per_budget.json and summary.json from trial rows."""
+    out_dir = Path(out_dir)
+    err_key, lat_key = objectives
+    feas, F = _feasible_matrix(rows, objectives)
+    idx = np.flatnonzero(non_dominated_mask(F)) if len(F) else np.zeros(0, dtype=int)
+    idx = sorted(idx, key=lambda i: (F[i, 1], F[i, 0]))
+    front = [_entry(feas[i]) for i in idx]
+
+    best: list[dict[str, Any]] = []
+    picks = best_under_budget(F[:, 0], F[:, 1], list(range(len(budgets))))
+    for j, b in enumerate(budgets):
+        i = picks[j]
+        if i is None:
+            fastest = f"{F[:, 1].min():g}" if len(F) else "none"
+            best.append({"budget_ms": b, "arch_id": None,
+                         "reason": f"no feasible trial has {lat_key} <= {b:g} "
+                                   f"(fastest: {fastest})"})
+        else:
+            best.append({"budget_ms": b, **_entry(feas[i])})
+
+    if hv_ref is not None:
+        ref, rule = [float(v) for v in hv_ref], "given"
+    elif len(F):
+        ref, rule = [float(v) for v in 1.1 * F.max(axis=0)], _HV_RULE
+    else:
+        ref, rule = None, _HV_RULE
+    hv = hypervolume_2d(F, ref) if ref is not None else 0.0
+    summary = {"n_trials": len(rows), "n_feasible": len(feas), "front_size": len(front),
+               "objectives": list(objectives), "budgets_ms": list(budgets),
+               "hypervolume": {"value": hv,
+                               "reference": (dict(zip(objectives, ref)) if ref else None),
+                               "rule": rule},
+               "meta": meta or {}}
+    summary.update(extra or {})
+
+    cols = _columns(front) if front else ["arch_id", "arch", *objectives, "trial"]
+    atomic_write_json(out_dir / "pareto.json", front)
+    atomic_write_text(out_dir / "pareto.csv", _csv_text(front, cols))
+    atomic_write_json(out_dir / "best_per_budget.json", best)
+    atomic_write_json(out_dir / "summary.json", summary)
+    _plot(out_dir / "pareto.png", F, front, best, objectives, meta or {})
+    return {"front": front, "best_per_budget": best, "summary": summary}
+
+
+def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
+          objectives: Sequence[str], meta: dict) -> None:
+    """Every trial light, the front as a step line, budgets dashed with their pick circled.
+    Uses the Agg canvas directly: no pyplot state, no switch of the caller's backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    err_key, lat_key = objectives
+    fig = Figure(figsize=(7.5, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(F):
+        ax.scatter(F[:, 1], F[:, 0], s=9, color="0.78", label=f"trials ({len(F)})", zorder=1)
+    if front:
+        fl = [e[lat_key] for e in front]
+        fe = [e[err_key] for e in front]
+        ax.step(fl, fe, where="post", color="C0", lw=1.4, zorder=2)
+        ax.plot(fl, fe, "o", color="C0", ms=4.5, label=f"Pareto front ({len(front)})",
+                zorder=3)
+    for j, b in enumerate(best):
+        color = f"C{(j % 9) + 1}"
+        ax.axvline(b["budget_ms"], ls="--", lw=1, color=color, zorder=1)
+        if b.get("arch_id") is None:
+            continue
+        x, y = b[lat_key], b[err_key]
+        ax.scatter([x], [y], s=170, facecolors="none", edgecolors=color, linewidths=1.8,
+                   zorder=4)
+        ax.annotate(f"<= {b['budget_ms']:g} ms: {y:.2f} deg\n{b['arch_id']}", (x, y),
+                    xytext=(7, 9), textcoords="offset points", fontsize=7, color=color)
+    ax.set_xlabel("latency (ms)" if lat_key == "latency_ms" else lat_key)
+    ax.set_ylabel("angular error (deg)" if err_key == "error_deg" else err_key)
+    where = [f"{k} {meta[k]}" for k in ("space", "device") if meta.get(k)]
+    ax.set_title("Pareto front" + (": " + ", ".join(where) if where else ""))
+    ax.grid(alpha=0.3)
+    if len(F):
+        ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_front(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The Pareto front a finished search wrote (sorted by latency)."""
+    path = Path(out_dir) / "pareto.json"
+    if not path.is_file():
+        raise UserError("file not found (expected the pareto.json of a finished search)",
+                        source=str(path))
+    try:
+        front = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable Pareto front ({exc})", source=str(path)) from None
+    if not isinstance(front, list):
+        raise UserError("expected a list of front entries", source=str(path))
+    return front

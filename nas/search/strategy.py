@@ -1,0 +1,93 @@
+"""The ask/tell contract every search strategy meets, and the registry that names them.
+
+The runner only speaks this contract, so a strategy never learns how latency or error are
+computed, and new back-ends (Optuna, NNI) plug in with `register_strategy` without touching
+the runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+from nas.errors import UserError
+from nas.space import Arch, SearchSpace
+
+
+class Strategy(ABC):
+    """Ask/tell search strategy over the archs of one `SearchSpace`.
+
+    `ask` may be called again before earlier asks are told, and `tell` may come in any
+    order; `ask` may return fewer than `n` archs when the space runs out of unseen ones.
+    `state_dict` is JSON-able and, loaded into a strategy built with the same space, seed
+    and options, reproduces the same future asks.
+    """
+
+    name: str = "base"
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space = space
+        self.seed = int(seed)
+
+    @abstractmethod
+    def ask(self, n: int) -> list[Arch]:
+        """Up to `n` new archs to evaluate, never one already asked or told."""
+
+    @abstractmethod
+    def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
+        """Report the (minimised) objectives of an evaluated arch."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot sufficient to resume exactly."""
+
+    @abstractmethod
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore a snapshot made by `state_dict`."""
+
+
+# name -> factory, or "module:attribute" resolved lazily (keeps optional back-ends optional)
+_REGISTRY: dict[str, Callable[..., Strategy] | str] = {
+    "evolution": "nas.search.evolution:Evolution",
+    "random": "nas.search.random_search:RandomSearch",
+}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy] | str) -> None:
+    """Make `make_strategy(name, ...)` build `factory(space, seed, **opts)`.
+
+    `factory` may be a "module:attribute" string so that importing the registry never
+    imports an optional dependency.
+    """
+    _REGISTRY[name] = factory
+
+
+def known_strategies() -> list[str]:
+    """Registered strategy names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _resolve(entry: Callable[..., Strategy] | str) -> Callable[..., Strategy]:
+    if not isinstance(entry, str):
+        return entry
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int, **opts: Any) -> Strategy:
+    """Build a registered strategy; an unknown name or option is a UserError naming the
+    known ones (these come straight from an experiment config)."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown search strategy {name!r}; known: "
+                        f"{', '.join(known_strategies())}", field="search.strategy")
+    factory = _resolve(_REGISTRY[name])
+    try:
+        inspect.signature(factory).bind(space, seed, **opts)
+    except TypeError as exc:
+        params = [p for p in list(inspect.signature(factory).parameters)[2:]
+                  if p not in ("args", "kwargs")]
+        raise UserError(f"bad options for strategy {name!r} ({exc}); it takes: "
+                        f"{', '.join(params) or 'no options'}", field="search.options") from None
+    return factory(space, seed, **opts)

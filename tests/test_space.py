@@ -1,0 +1,144 @@
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from nas.errors import UserError
+from nas.space import Arch, SearchSpace
+
+
+def test_default_space_is_large_enough(eye_space):
+    assert eye_space.size() >= 10**9
+    assert eye_space.in_channels == 1
+    assert (36, 60) in eye_space.resolutions and len(eye_space.resolutions) >= 2
+    fams = {o.family for o in eye_space.layer_options()}
+    assert fams == {"mbconv", "ghost", "shuffle"}
+
+
+def test_size_matches_brute_force_count():
+    d = {"version": 1, "name": "s", "task": "gaze3d",
+         "input": {"channels": 1, "resolutions": [[24, 40], [36, 60]]},
+         "stem": {"width": 8, "kernel": 3, "strides": [2], "act": "relu"},
+         "stages": [{"widths": [8, 16], "depths": [1, 2], "stride": 2}],
+         "blocks": {"shuffle": {"kernels": [3, 5]}, "ghost": {"kernels": [3], "expansions": [3],
+                                                             "se": [False]}},
+         "head": {"width": 16, "act": "relu", "outputs": 2}}
+    sp = SearchSpace.from_dict(d)
+    rng = np.random.default_rng(0)
+    seen = {sp.sample(rng).to_string() for _ in range(3000)}
+    # 2 res * 2 widths * (3 + 3^2) ops sequences = 48
+    assert sp.size() == 48 == len(seen)
+
+
+def test_string_and_json_round_trip(eye_space):
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        a = eye_space.sample(rng)
+        s = a.to_string()
+        b = eye_space.parse(s)
+        assert b == a and b.arch_id == a.arch_id and b.to_string() == s
+        c = Arch.from_json(a.to_json())
+        assert c.ops == a.ops and c == a
+
+
+def test_encoding_round_trip_fixed_length(eye_space):
+    rng = np.random.default_rng(2)
+    card = eye_space.gene_cardinalities()
+    for _ in range(200):
+        a = eye_space.sample(rng)
+        enc = eye_space.encode(a)
+        assert set(enc) == set(card)
+        assert all(0 <= enc[k] < card[k] for k in enc)
+        assert eye_space.decode(enc).ops == a.ops
+
+
+def test_arch_id_ignores_inactive_genes(eye_space):
+    rng = np.random.default_rng(3)
+    a = eye_space.sample(rng)
+    a = Arch(a.resolution, a.stem_stride, (1,) * len(a.depths), a.widths, a.ops)
+    ops = tuple((st[0],) + tuple(reversed(st[1:])) for st in a.ops)
+    b = Arch(a.resolution, a.stem_stride, a.depths, a.widths, ops)
+    assert a == b and a.arch_id == b.arch_id
+
+
+def test_mutate_and_crossover_stay_in_space(eye_space):
+    rng = np.random.default_rng(4)
+    a, b = eye_space.sample(rng), eye_space.sample(rng)
+    for _ in range(100):
+        c = eye_space.mutate(a, rng)
+        assert c != a
+        eye_space.contains(c)
+        eye_space.contains(eye_space.crossover(a, c, rng))
+
+
+def test_largest_smallest_order(eye_space):
+    from nas.models import GazeNet, count_macs
+    rng = np.random.default_rng(5)
+    big, small = eye_space.largest(), eye_space.smallest()
+    m = lambda a: count_macs(GazeNet(eye_space, a), (1, 1, *a.resolution))  # noqa: E731
+    mb, ms = m(big), m(small)
+    for _ in range(10):
+        x = m(eye_space.sample(rng))
+        assert ms <= x <= mb
+
+
+def test_keys_cover_every_arch(eye_space):
+    keys = eye_space.all_keys()
+    rng = np.random.default_rng(6)
+    for _ in range(300):
+        a = eye_space.sample(rng)
+        for k in eye_space.arch_keys(a):
+            assert k in keys, k
+    k = eye_space.arch_keys(eye_space.largest())[1]
+    assert k.startswith("mbconv|cin=16|cout=24|s=2|hw=18x30|k=7|e=6|se=1|act=hswish")
+
+
+def _write(tmp_path, d):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d) if not isinstance(d, str) else d)
+    return p
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d.pop("stages"), "stages"),
+    (lambda d: d["stages"][0].update(widths=[12]), "stages[0].widths"),
+    (lambda d: d["blocks"]["mbconv"].update(kernels=[4]), "blocks.mbconv.kernels"),
+    (lambda d: d["blocks"].update(resnet={"kernels": [3]}), "blocks.resnet"),
+    (lambda d: d["input"].update(resolutions=[[36]]), "input.resolutions[0]"),
+    (lambda d: d.update(task="segmentation"), "task"),
+    (lambda d: d["head"].update(dropout=2), "head.dropout"),
+    (lambda d: d["stem"].update(strides=[3]), "stem.strides"),
+])
+def test_malformed_space_names_file_and_field(tmp_path, eye_space, mutate, field):
+    d = yaml.safe_load(open(eye_space.source))
+    mutate(d)
+    p = _write(tmp_path, d)
+    with pytest.raises(UserError) as e:
+        SearchSpace.load(p)
+    msg = str(e.value)
+    assert str(p) in msg and field in msg and "\n" not in msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = _write(tmp_path, "name: [unclosed\n")
+    with pytest.raises(UserError, match="malformed YAML"):
+        SearchSpace.load(p)
+    with pytest.raises(UserError, match="not found"):
+        SearchSpace.load(tmp_path / "nope.yaml")
+
+
+def test_parse_rejects_foreign_arch(eye_space, tiny_space):
+    a = eye_space.sample(np.random.default_rng(0))
+    with pytest.raises(UserError):
+        tiny_space.parse(a.to_string())
+    with pytest.raises(UserError):
+        eye_space.parse("garbage")
+
+
+def test_space_hash_stable_and_sensitive(eye_space, tmp_path):
+    d = yaml.safe_load(open(eye_space.source))
+    assert SearchSpace.from_dict(d).space_hash() == eye_space.space_hash()
+    d["stages"][0]["widths"] = [16, 32]
+    assert SearchSpace.from_dict(d).space_hash() != eye_space.space_hash()
+    assert math.log10(eye_space.size()) > 9
