@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -82,6 +85,28 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+@contextmanager
+def deferred_interrupt() -> Iterator[dict]:
+    """Turn the first Ctrl-C into a flag checked at step boundaries, so a checkpoint never
+    holds a half-done step (BN statistics already updated by its forward pass); a second
+    Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -130,61 +155,64 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     big, small = space.largest(), space.smallest()
     t_start, last_log, last_ckpt, done_imgs = time.time(), time.time(), time.time(), 0
     steps_done_at_start = epoch * steps_per_epoch + step
-    try:
-        while epoch < cfg.epochs:
-            perm = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).permutation(n))
-            net.train()
-            loss_sum, loss_n = 0.0, 0
-            while step < steps_per_epoch:
-                g = epoch * steps_per_epoch + step
-                for group in opt.param_groups:
-                    group["lr"] = _lr_at(cfg, g, total)
-                rng = np.random.default_rng(_step_seed(seed, epoch, step))
-                torch.manual_seed(int(rng.integers(2**31)))
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                x, y = train_x[idx], train_y[idx]
-                opt.zero_grad(set_to_none=True)
-                teacher = net(x, big)
-                loss = F.l1_loss(teacher, y)
-                loss.backward()
-                loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-                target = teacher.detach()
-                for arch in [small] + [space.sample(rng) for _ in range(cfg.random_subnets)]:
-                    out = net(x, arch)
-                    child = cfg.kd_weight * F.l1_loss(out, target)
-                    if cfg.kd_weight < 1:
-                        child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y)
-                    child.backward()
-                opt.step()
-                step += 1
-                done_imgs += len(idx)
-                now = time.time()
-                if now - last_log > 10:
-                    rate = done_imgs / (now - t_start)
-                    left = (total - g - 1) * cfg.batch_size / max(rate, 1e-9)
-                    log(f"train: epoch {epoch + 1}/{cfg.epochs} step {step}/{steps_per_epoch} "
-                        f"loss {loss_sum / loss_n:.4f} {rate:.0f} img/s ETA {left / 60:.1f} min")
-                    last_log = now
-                if now - last_ckpt > cfg.checkpoint_every_s:
-                    save_ckpt(epoch, step)
-                    last_ckpt = now
-            rec = {"epoch": epoch + 1, "loss": loss_sum / max(loss_n, 1),
-                   "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
-            rec.update(_quick_eval(net, space, splits, cfg))
-            history.append(rec)
-            log(f"train: epoch {epoch + 1}/{cfg.epochs} done: loss {rec['loss']:.4f}, val error "
-                f"largest {rec['err_largest']:.2f} deg, smallest {rec['err_smallest']:.2f} deg")
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            epoch, step = epoch + 1, 0
+    with deferred_interrupt() as interrupt:
+        try:
+            while epoch < cfg.epochs:
+                perm = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).permutation(n))
+                net.train()
+                loss_sum, loss_n = 0.0, 0
+                while step < steps_per_epoch:
+                    g = epoch * steps_per_epoch + step
+                    for group in opt.param_groups:
+                        group["lr"] = _lr_at(cfg, g, total)
+                    rng = np.random.default_rng(_step_seed(seed, epoch, step))
+                    torch.manual_seed(int(rng.integers(2**31)))
+                    idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                    x, y = train_x[idx], train_y[idx]
+                    opt.zero_grad(set_to_none=True)
+                    teacher = net(x, big)
+                    loss = F.l1_loss(teacher, y)
+                    loss.backward()
+                    loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+                    target = teacher.detach()
+                    for arch in [small] + [space.sample(rng) for _ in range(cfg.random_subnets)]:
+                        out = net(x, arch)
+                        child = cfg.kd_weight * F.l1_loss(out, target)
+                        if cfg.kd_weight < 1:
+                            child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y)
+                        child.backward()
+                    opt.step()
+                    step += 1
+                    done_imgs += len(idx)
+                    now = time.time()
+                    if now - last_log > 10:
+                        rate = done_imgs / (now - t_start)
+                        left = (total - g - 1) * cfg.batch_size / max(rate, 1e-9)
+                        log(f"train: epoch {epoch + 1}/{cfg.epochs} step {step}/{steps_per_epoch} "
+                            f"loss {loss_sum / loss_n:.4f} {rate:.0f} img/s ETA {left / 60:.1f} min")
+                        last_log = now
+                    if interrupt["stop"]:
+                        raise KeyboardInterrupt
+                    if now - last_ckpt > cfg.checkpoint_every_s:
+                        save_ckpt(epoch, step)
+                        last_ckpt = now
+                rec = {"epoch": epoch + 1, "loss": loss_sum / max(loss_n, 1),
+                       "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
+                rec.update(_quick_eval(net, space, splits, cfg))
+                history.append(rec)
+                log(f"train: epoch {epoch + 1}/{cfg.epochs} done: loss {rec['loss']:.4f}, val error "
+                    f"largest {rec['err_largest']:.2f} deg, smallest {rec['err_smallest']:.2f} deg")
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                epoch, step = epoch + 1, 0
+                save_ckpt(epoch, step)
+                last_ckpt = time.time()
+        except KeyboardInterrupt:
             save_ckpt(epoch, step)
-            last_ckpt = time.time()
-    except KeyboardInterrupt:
-        save_ckpt(epoch, step)
-        log(f"train: interrupted; checkpoint at epoch {epoch + 1} step {step} "
-            f"({ckpt_path}); run the same command again to resume")
-        raise
+            log(f"train: interrupted; checkpoint at epoch {epoch + 1} step {step} "
+                f"({ckpt_path}); run the same command again to resume")
+            raise
     elapsed = time.time() - t_start
     steps_run = total - steps_done_at_start
     out = out_dir / "supernet.pt"

@@ -1,0 +1,78 @@
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import nas.train as train_mod
+from nas.errors import UserError
+from nas.gaze.data import GazeSplits
+from nas.train import TrainConfig, load_supernet, train_supernet
+
+
+def _splits(n=256, nv=64, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(-0.5, 0.5, (n + nv, 2)).astype(np.float32)
+    # images whose brightness encodes the label: learnable, deterministic
+    x = (np.clip(0.5 + 0.4 * y[:, :1, None], 0, 1) * 255).astype(np.uint8)
+    x = np.broadcast_to(x, (n + nv, 36, 60)).copy()
+    return GazeSplits(x[:n], y[:n], x[n:], y[n:], f"toy-{seed}")
+
+
+CFG = TrainConfig(epochs=2, batch_size=32, warmup_steps=2, threads=1, eval_images=32,
+                  checkpoint_every_s=1e9)
+
+
+def test_resume_mid_epoch_matches_uninterrupted(tiny_space, tmp_path, monkeypatch):
+    splits = _splits()
+    a = train_supernet(tiny_space, splits, CFG, 0, tmp_path / "a", log=lambda m: None)
+    ref, _ = load_supernet(a)
+
+    calls = {"n": 0}
+    real = train_mod.F.l1_loss
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        # 8 steps/epoch; 7 losses/step (teacher + 3 children x (KD + ground truth))
+        if calls["n"] == 7 * 10 + 1:  # first loss of step 10 = epoch 2, step 2
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C: honoured at the step's end
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_mod.F, "l1_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(tiny_space, splits, CFG, 0, tmp_path / "b", log=lambda m: None)
+    ck = train_mod.load_checkpoint(tmp_path / "b" / "train" / "checkpoint.pt")
+    assert (ck["epoch"], ck["step"]) == (1, 3)
+    monkeypatch.setattr(train_mod.F, "l1_loss", real)
+    msgs = []
+    b = train_supernet(tiny_space, splits, CFG, 0, tmp_path / "b", log=msgs.append)
+    assert any("resuming at epoch 2 step 3" in m for m in msgs)
+    got, meta = load_supernet(b)
+    for (k, v), (k2, v2) in zip(ref.state_dict().items(), got.state_dict().items()):
+        assert k == k2
+        assert torch.allclose(v.float(), v2.float(), atol=1e-6), k
+    assert len(__import__("json").loads(meta["history"])) == 2
+
+
+def test_training_reduces_error(tiny_space, tmp_path):
+    splits = _splits(n=512, seed=1)
+    cfg = TrainConfig(epochs=3, batch_size=32, warmup_steps=5, threads=1, eval_images=64)
+    path = train_supernet(tiny_space, splits, cfg, 0, tmp_path, log=lambda m: None)
+    hist = __import__("json").loads(load_supernet(path)[1]["history"])
+    assert hist[-1]["err_largest"] < hist[0]["err_largest"] or hist[-1]["err_largest"] < 5
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    p = tmp_path / "supernet.pt"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt"):
+        load_supernet(p)
+    with pytest.raises(UserError, match="not found"):
+        load_supernet(tmp_path / "missing.pt")
+
+
+def test_nan_labels_rejected():
+    s = _splits()
+    s.train_y[3, 0] = np.nan
+    with pytest.raises(UserError, match="train_y"):
+        s.check("data.npz")
