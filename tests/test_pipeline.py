@@ -1,0 +1,145 @@
+"""End to end on the tiny space: run, interrupt, resume; CLI contract; config errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from nas.cli import main
+from nas.config import load_config
+from nas.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = {
+    "version": 1, "name": "tiny", "seed": 0, "space": str(ROOT / "search_spaces" / "tiny.yaml"),
+    "data": {"source": "synthetic", "train": 512, "val": 128, "workers": 1},
+    "train": {"epochs": 1, "batch_size": 64, "warmup_steps": 2, "threads": 1,
+              "eval_images": 64},
+    "latency": {"validate_samples": 5, "rounds": 2, "workers": 2},
+    "search": {"strategy": "evolution", "evals": 16, "batch": 4, "budgets_ms": [],
+               "recal_images": 128, "val_images": 128, "threads": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One full run of the tiny config, shared by the tests below."""
+    d = tmp_path_factory.mktemp("run")
+    cfg = d / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    rc = main(["run", str(cfg), "--out", str(d / "out")])
+    assert rc == 0
+    return d / "out", cfg
+
+
+def test_run_writes_every_artifact(tiny_run):
+    out, _ = tiny_run
+    m = json.loads((out / "manifest.json").read_text())
+    for k in ("config", "seeds", "versions", "hashes", "stage_seconds"):
+        assert k in m
+    assert set(m["hashes"]) >= {"space", "supernet", "lut"}
+    front = json.loads((out / "search" / "pareto.json").read_text())
+    assert front and all({"arch_id", "arch", "error_deg", "latency_ms", "params", "macs"}
+                         <= set(p) for p in front)
+    for name in ("trials.csv", "pareto.csv", "pareto.png"):
+        assert (out / "search" / name).exists()
+    assert (out / "report.md").read_text().count("mean gaze") == 1
+    cards = list((out / "export").glob("*/card.json"))
+    assert cards
+    for c in cards:
+        sess = ort.InferenceSession(str(c.parent / "model.onnx"))
+        card = json.loads(c.read_text())
+        x = np.random.rand(2, *card["input"]["shape"][1:]).astype(np.float32)
+        assert sess.run(None, {"input": x})[0].shape == (2, 2)
+
+
+def test_rerun_reuses_finished_stages(tiny_run, capsys):
+    out, cfg = tiny_run
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage_status"]["train"] == "reused"
+    assert m["stage_status"]["latency"] == "reused"
+    assert m["stage_status"]["validate"] == "reused"
+
+
+def test_search_after_interruption_resumes(tiny_run, monkeypatch):
+    out, _ = tiny_run
+    lut = next((out / "latency").glob("*.yaml"))
+    import nas.evaluation as ev
+
+    real = ev.SubnetEvaluator.evaluate
+    calls = {"n": 0}
+
+    def flaky(self, arch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(self, arch)
+
+    monkeypatch.setattr(ev.SubnetEvaluator, "evaluate", flaky)
+    s_out = out / "s2"
+    args = ["search", "--run", str(out), "--lut", str(lut), "--strategy", "random",
+            "--evals", "12", "--seed", "3", "--out", str(s_out), "--budget-ms", "1", "10"]
+    assert main(args) == 130
+    monkeypatch.setattr(ev.SubnetEvaluator, "evaluate", real)
+    assert main(args) == 0
+    rows = (s_out / "trials.csv").read_text().strip().splitlines()[1:]
+    ids = [r.split(",")[1] for r in rows]
+    assert len(ids) == 12 == len(set(ids))
+
+
+def test_cli_validate_json_and_export(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    lut = next((out / "latency").glob("*.yaml"))
+    capsys.readouterr()
+    assert main(["lut", "validate", str(lut), "--space", str(ROOT / "search_spaces" / "tiny.yaml"),
+                 "--samples", "4", "--rounds", "1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep) >= {"mape", "within_5", "within_10", "kendall_tau", "n"}
+    arch_id = json.loads((out / "search" / "pareto.json").read_text())[0]["arch_id"]
+    assert main(["export", "--run", str(out), "--arch", arch_id, "--out", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "model.onnx").exists() and (tmp_path / "e" / "card.json").exists()
+
+
+def test_lut_for_another_space_is_refused(tiny_run, capsys):
+    out, _ = tiny_run
+    lut = next((out / "latency").glob("*.yaml"))
+    capsys.readouterr()
+    rc = main(["lut", "validate", str(lut), "--space",
+               str(ROOT / "search_spaces" / "gaze_eye.yaml"), "--samples", "4"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(lut) in err and "space_hash" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("patch,field", [
+    (lambda c: c.pop("name"), "name"),
+    (lambda c: c["train"].update(epochs="many"), "train.epochs"),
+    (lambda c: c["train"].update(optimizer="sgd"), "train.optimizer"),
+    (lambda c: c["search"].update(budgets_ms=[-1]), "search.budgets_ms"),
+    (lambda c: c.update(space="nowhere.yaml"), "space"),
+    (lambda c: c["data"].update(source="mpiigaze"), "data.source"),
+])
+def test_malformed_config_names_file_and_field(tmp_path, patch, field):
+    c = json.loads(json.dumps(CONFIG))
+    patch(c)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(c))
+    with pytest.raises(UserError) as e:
+        load_config(p)
+    assert str(p) in str(e.value) and field in str(e.value)
+
+
+def test_cli_exit_code_2_without_traceback(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [oops\n")
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "run", str(p)], capture_output=True,
+                       text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and str(p) in r.stderr
