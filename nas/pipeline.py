@@ -132,7 +132,7 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
 
     meta = {"space": space.name, "space_hash": space.space_hash(), "supernet": sup_hash,
             "lut": table_hash(table), "device": table.meta.get("device"), "strategy": strategy,
-            "evals": evals, "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
+            "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed)
     result = run_search(space, strat, evaluate, evals=evals, budgets=budgets, out_dir=out_dir,
                         batch=batch, log=log, meta=meta)

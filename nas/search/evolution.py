@@ -77,7 +77,8 @@ class Evolution(Strategy):
             if len(objs) != m:
                 raise ValueError(f"told {len(objs)} objectives, earlier tells had {m}")
         feasible = bool(feasible) and all(math.isfinite(v) for v in objs)
-        self._archive[aid] = {"arch": self._pending.pop(aid, arch), "objectives": objs,
+        arch = self._pending.pop(aid, arch)
+        self._archive[aid] = {"arch": arch, "genes": self._genes(arch), "objectives": objs,
                               "feasible": feasible}
         self._unmerged.append(aid)
 
@@ -164,38 +165,49 @@ class Evolution(Strategy):
                 self._rank[a], self._crowd[a] = worst, 0.0
 
     # ------------------------------------------------------------------ state
+    def _genes(self, arch: Arch) -> list[int]:
+        """Full genotype (inactive genes too) as choice indices: compact and lossless."""
+        return list(self.space.encode(arch).values())
+
+    def _arch(self, genes: list[int]) -> Arch:
+        return self.space.decode(dict(zip(self.space.gene_cardinalities(), genes)))
+
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able: options, rng state, archive (full genotypes), pending, population."""
+        """JSON-able: options, rng state, archive and pending asks (as gene indices, in
+        `space.gene_cardinalities()` order), population."""
         return {
             "name": self.name, "version": STATE_VERSION, "seed": self.seed,
             "options": dict(self.options), "rng": self._rng.bit_generator.state,
+            "genes": list(self.space.gene_cardinalities()),
             "n_initial": self._n_initial,
-            "archive": [{"arch": e["arch"].to_json(), "feasible": e["feasible"],
+            "archive": [{"genes": e["genes"], "feasible": e["feasible"],
                          "objectives": [v if math.isfinite(v) else None
                                         for v in e["objectives"]]}
                         for e in self._archive.values()],
-            "pending": [a.to_json() for a in self._pending.values()],
+            "pending": [self._genes(a) for a in self._pending.values()],
             "population": list(self._population), "unmerged": list(self._unmerged),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        """Restore a `state_dict`; refuses one made by another strategy or other options."""
+        """Restore a `state_dict`; refuses one made by another strategy, options or space."""
         if d.get("name") != self.name or d.get("version") != STATE_VERSION:
             raise ValueError(f"state is for {d.get('name')!r} v{d.get('version')}, "
                              f"not {self.name!r} v{STATE_VERSION}")
         if d["options"] != self.options:
             raise UserError(f"saved search used options {d['options']}, now {self.options}",
                             field="search.options")
+        if d["genes"] != list(self.space.gene_cardinalities()):
+            raise ValueError("saved search state belongs to a space with other genes")
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = d["rng"]
         self._n_initial = int(d["n_initial"])
         self._archive = {}
         for e in d["archive"]:
-            arch = Arch.from_json(e["arch"])
+            arch = self._arch(e["genes"])
             objs = [float("nan") if v is None else float(v) for v in e["objectives"]]
-            self._archive[arch.arch_id] = {"arch": arch, "objectives": objs,
-                                           "feasible": bool(e["feasible"])}
-        self._pending = {a.arch_id: a for a in map(Arch.from_json, d["pending"])}
+            self._archive[arch.arch_id] = {"arch": arch, "genes": list(e["genes"]),
+                                           "objectives": objs, "feasible": bool(e["feasible"])}
+        self._pending = {a.arch_id: a for a in map(self._arch, d["pending"])}
         self._population = list(d["population"])
         self._unmerged = list(d["unmerged"])
         self._rank_population()

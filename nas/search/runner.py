@@ -90,13 +90,37 @@ def _columns(rows: Iterable[dict]) -> list[str]:
     return list(cols)
 
 
-def _csv_text(rows: list[dict], columns: list[str]) -> str:
+def _csv_line(values: Iterable[Any]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
     return buf.getvalue()
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    return _csv_line(columns) + "".join(_csv_line(r.get(k) for k in columns) for r in rows)
+
+
+class _TrialsWriter:
+    """Rewrites trials.csv atomically, formatting only rows it has not formatted before
+    (a full rewrite per batch would cost O(n^2) formatting over a long search)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+        self.lines: list[str] = []
+        self.rows: list[dict] = []  # the rows `lines` were formatted from
+
+    def write(self, rows: list[dict]) -> None:
+        columns = _columns(rows)
+        n_same = 0
+        if columns == self.columns:
+            while (n_same < min(len(rows), len(self.rows))
+                   and rows[n_same] is self.rows[n_same]):
+                n_same += 1
+        self.columns, self.rows = columns, list(rows)
+        self.lines = self.lines[:n_same] + [_csv_line(r.get(k) for k in columns)
+                                            for r in rows[n_same:]]
+        atomic_write_text(self.path, _csv_line(columns) + "".join(self.lines))
 
 
 def _parse_cell(text: str) -> Any:
@@ -192,7 +216,8 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
     (budgets apply to the second). A trial is infeasible when evaluate returns
     `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
     front. `resume=False` discards an earlier run in `out_dir`. Returns
-    {"front", "best_per_budget", "summary"} as written to disk.
+    {"front", "best_per_budget", "summary"} as written to disk, plus "meta" and
+    "resumed_complete" (True when `out_dir` already held all `evals` trials).
     """
     objectives = tuple(objectives)
     if len(objectives) != 2:
@@ -206,10 +231,14 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
     out_dir.mkdir(parents=True, exist_ok=True)
     mhash = _meta_hash(space, strategy, objectives, meta)
     rows, cache = _restore(out_dir, strategy, mhash, resume, log)
+    writer = _TrialsWriter(out_dir / TRIALS)
+    if not (out_dir / STATE).exists():  # so an interrupted first batch can resume too
+        _save_state(out_dir, mhash, strategy, 0, objectives, meta)
 
     t_start = time.perf_counter()
     n_new, last_log, last_write = 0, t_start, t_start
     done = len(rows)
+    resumed_complete = done > 0 and done >= evals  # nothing left to do but rewrite outputs
     while done < evals:
         archs = strategy.ask(min(batch, evals - done))
         if not archs:
@@ -231,45 +260,53 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
                               _is_feasible(row, objectives))
                 now = time.perf_counter()
                 if now - last_write >= 2.0:
-                    _write_trials(out_dir, rows, cache)
+                    _write_trials(writer, rows, cache)
                     last_write = now
                 if now - last_log >= progress_every:
                     last_log = now
                     log(_progress(rows, done, evals, n_new, now - t_start, objectives))
         except BaseException:
-            _write_trials(out_dir, rows, cache)
+            _write_trials(writer, rows, cache)
             if done < evals:
                 log(f"search: interrupted after {done}/{evals} trials; "
                     f"run again with the same settings to resume")
             raise
-        _write_trials(out_dir, rows, cache)
+        _write_trials(writer, rows, cache)
         last_write = time.perf_counter()
-        atomic_write_json(out_dir / STATE, {
-            "meta_hash": mhash, "strategy": strategy.name, "n_told": done,
-            "objectives": list(objectives), "meta": meta or {},
-            "strategy_state": strategy.state_dict()})
+        _save_state(out_dir, mhash, strategy, done, objectives, meta)
     if cache:
         log(f"search: {len(cache)} results of the interrupted run were not asked again "
             f"and are dropped")
         cache = {}
-        _write_trials(out_dir, rows, cache)
+        _write_trials(writer, rows, cache)
     elapsed = time.perf_counter() - t_start
     result = write_outputs(out_dir, rows, budgets=budgets, objectives=objectives, meta=meta,
                            hv_ref=hv_ref, extra={"strategy": strategy.name,
                                                  "meta_hash": mhash, "evals": evals,
                                                  "evaluated_this_run": n_new,
                                                  "seconds_this_run": round(elapsed, 3)})
+    result["meta"] = meta or {}
+    result["resumed_complete"] = resumed_complete
     s = result["summary"]
     log(f"search: done, {s['n_trials']} trials ({n_new} evaluated now) in {elapsed:.1f} s; "
         f"front of {s['front_size']}; outputs in {out_dir}")
     return result
 
 
-def _write_trials(out_dir: Path, rows: list[dict], cache: dict[str, dict]) -> None:
+def _save_state(out_dir: Path, mhash: str, strategy: Strategy, n_told: int,
+                objectives: Sequence[str], meta: dict | None) -> None:
+    state = {"meta_hash": mhash, "strategy": strategy.name, "n_told": n_told,
+             "objectives": list(objectives), "meta": meta or {},
+             "strategy_state": strategy.state_dict()}
+    # compact: the state grows with the archive and is rewritten after every batch
+    atomic_write_text(out_dir / STATE, json.dumps(state, separators=(",", ":"),
+                                                  default=str) + "\n")
+
+
+def _write_trials(writer: _TrialsWriter, rows: list[dict], cache: dict[str, dict]) -> None:
     """All finished trials, plus not-yet-re-asked rows of an interrupted batch (so a second
     interruption during resume loses nothing)."""
-    allrows = rows + list(cache.values())
-    atomic_write_text(out_dir / TRIALS, _csv_text(allrows, _columns(allrows)))
+    writer.write(rows + list(cache.values()))
 
 
 def _progress(rows: list[dict], done: int, evals: int, n_new: int, elapsed: float,
@@ -312,9 +349,9 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
     front = [_entry(feas[i]) for i in idx]
 
     best: list[dict[str, Any]] = []
-    picks = best_under_budget(F[:, 0], F[:, 1], list(range(len(budgets))))
-    for j, b in enumerate(budgets):
-        i = picks[j]
+    picks = best_under_budget(F[:, 0], F[:, 1], budgets)
+    for b in budgets:
+        i = picks[b]
         if i is None:
             fastest = f"{F[:, 1].min():g}" if len(F) else "none"
             best.append({"budget_ms": b, "arch_id": None,
@@ -374,8 +411,10 @@ def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
         x, y = b[lat_key], b[err_key]
         ax.scatter([x], [y], s=170, facecolors="none", edgecolors=color, linewidths=1.8,
                    zorder=4)
-        ax.annotate(f"<= {b['budget_ms']:g} ms: {y:.2f} deg\n{b['arch_id']}", (x, y),
-                    xytext=(7, 9), textcoords="offset points", fontsize=7, color=color)
+        ax.annotate(f"\u2264 {b['budget_ms']:g} ms: {y:.2f}\u00b0\n{b['arch_id']}", (x, y),
+                    xytext=(8, 8), textcoords="offset points", fontsize=7, color=color,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
+                          "alpha": 0.85}, zorder=5)
     ax.set_xlabel("latency (ms)" if lat_key == "latency_ms" else lat_key)
     ax.set_ylabel("angular error (deg)" if err_key == "error_deg" else err_key)
     where = [f"{k} {meta[k]}" for k in ("space", "device") if meta.get(k)]
