@@ -43,7 +43,8 @@ def test_angular_error_known_pairs():
     err = angular_error_deg(a, b)
     assert err.shape == (5,)
     np.testing.assert_allclose(err, [0, 90, 90, 0, np.degrees(0.2)], atol=1e-6)
-    assert angular_error_deg(np.array([[0.0, 0.0]]), np.array([[0.0, np.pi]]))[0] == pytest.approx(180)
+    opposite = angular_error_deg(np.array([[0.0, 0.0]]), np.array([[0.0, np.pi]]))
+    assert opposite[0] == pytest.approx(180)
 
 
 def test_torch_matches_numpy_and_has_gradients():

@@ -66,7 +66,9 @@ def test_same_seed_same_bytes_and_workers_agree():
 
 
 def test_sample_depends_only_on_seed_and_index():
-    full = render_dataset(6, seed=3)
+    calls: list[tuple[int, int]] = []
+    full = render_dataset(6, seed=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (6, 6)
     im, g, h, _ = render_sample(np.random.default_rng([3, 4]), CFG)
     assert np.array_equal(full["images"][4], im)
     assert np.array_equal(full["gaze"][4], g) and np.array_equal(full["head"][4], h)
@@ -97,6 +99,24 @@ def test_labels_follow_head_and_eye_composition():
     _, g, h, _ = render_sample(np.random.default_rng(0), CFG, eye_gaze=(0.0, 0.0),
                                head=(D(12), D(30)))
     np.testing.assert_allclose(g, h, atol=1e-6)
+
+
+def test_head_pose_changes_eye_shape_not_just_label():
+    corners = {}
+    for name, head in (("front", (0.0, 0.0)), ("turned", (0.0, D(40))), ("down", (D(-20), 0.0))):
+        _, _, _, info = render_sample(np.random.default_rng(2), CFG, clean=True,
+                                      eye_gaze=(0.0, 0.0), head=head)
+        corners[name] = info["eye_corners_px"]
+    width = {k: np.linalg.norm(c[1] - c[0]) for k, c in corners.items()}
+    assert width["turned"] < 0.85 * width["front"]  # foreshortened by head yaw
+    assert corners["down"][:, 1].mean() > corners["front"][:, 1].mean() + 0.5  # lids shift
+
+
+def test_clean_and_noisy_share_labels():
+    a = render_sample(np.random.default_rng(9), CFG, clean=True)
+    b = render_sample(np.random.default_rng(9), CFG, clean=False)
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    assert not np.array_equal(a[0], b[0])
 
 
 @pytest.mark.parametrize("seed", range(3))

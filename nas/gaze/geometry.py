@@ -12,8 +12,12 @@ angles and vectors goes through here so the convention lives in one place.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily: render workers only need numpy
+    import torch
 
 __all__ = [
     "pitchyaw_to_vector",
@@ -51,6 +55,8 @@ def angular_error_deg(pred_py: np.ndarray, true_py: np.ndarray) -> np.ndarray:
 
 def pitchyaw_to_vector_torch(py: torch.Tensor) -> torch.Tensor:
     """Torch twin of :func:`pitchyaw_to_vector` (differentiable)."""
+    import torch
+
     p, y = py[..., 0], py[..., 1]
     cp = torch.cos(p)
     return torch.stack([-cp * torch.sin(y), -torch.sin(p), -cp * torch.cos(y)], dim=-1)
@@ -63,6 +69,8 @@ def angular_error_deg_torch(pred: torch.Tensor, true: torch.Tensor) -> torch.Ten
     it is accurate for small angles (arccos loses ~0.02 deg in float32) and
     its gradient stays finite near 0 and 180 degrees.
     """
+    import torch
+
     a = pitchyaw_to_vector_torch(pred)
     b = pitchyaw_to_vector_torch(true.to(a.dtype))
     cross = torch.linalg.cross(a, b, dim=-1)

@@ -35,9 +35,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from nas.gaze.geometry import pitchyaw_to_vector, vector_to_pitchyaw
+from nas.gaze.geometry import vector_to_pitchyaw
 
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"
 EYEBALL_R = 12.0  # mm
 LIMBUS_R = 5.9  # mm
 CORNEA_R = 7.8  # mm; centre placed so the cornea meets the eyeball at the limbus
@@ -63,9 +63,9 @@ class RenderConfig:
     p_occluder: float = 0.15
     p_eyebrow: float = 0.5
     p_jpeg: float = 0.85
-    jitter_px: float = 2.5  # patch-centre shift (landmark error), std
-    jitter_rot_deg: float = 5.0  # in-plane rotation, std
-    jitter_scale: float = 0.07  # relative scale, std
+    jitter_px: float = 1.5  # patch-centre shift (landmark error), std
+    jitter_rot_deg: float = 4.0  # in-plane rotation, std
+    jitter_scale: float = 0.05  # relative scale, std
     blur_sigma_max: float = 1.2
     noise_sigma_max: float = 0.02  # read noise std (log-uniform from 0.002)
     gamma_range: tuple[float, float] = (0.6, 1.6)
@@ -95,17 +95,25 @@ def _sample_pose(rng: np.random.Generator, cfg: RenderConfig, eye_gaze, head):
     """Draw eye-in-head gaze and head pose; re-draw implausible combinations.
 
     Labels are kept in range by rejection, not clipping, so the image always
-    agrees with its label.
+    agrees with its label. With an override there is no rejection, so the
+    draws that follow (subject, nuisances) do not depend on the override.
     """
     g, hp, hy = np.radians([cfg.gaze_range_deg, cfg.head_pitch_deg, cfg.head_yaw_deg])
     lim = np.radians([cfg.max_label_pitch_deg, cfg.max_label_yaw_deg])
-    h = rng.uniform([-hp, -hy], [hp, hy]) if head is None else np.asarray(head, float)
-    for _ in range(32):
-        e = rng.uniform(-g, g, 2) if eye_gaze is None else np.asarray(eye_gaze, float)
+    h = rng.uniform([-hp, -hy], [hp, hy])
+    e = rng.uniform(-g, g, 2)
+    if eye_gaze is not None or head is not None:
+        e = e if eye_gaze is None else np.asarray(eye_gaze, float)
+        h = h if head is None else np.asarray(head, float)
+        tries = 0
+    else:
+        tries = 32
+    for _ in range(tries + 1):
         r_gaze = _rot(*h) @ _rot(*e)
         label = vector_to_pitchyaw(r_gaze @ [0.0, 0.0, -1.0])
-        if eye_gaze is not None or np.all(np.abs(label) <= lim):
+        if tries == 0 or np.all(np.abs(label) <= lim):
             return e, h, label, r_gaze
+        e = rng.uniform(-g, g, 2)
     e = np.zeros(2)  # fall back to looking along the head direction
     r_gaze = _rot(*h)
     return e, h, vector_to_pitchyaw(r_gaze @ [0.0, 0.0, -1.0]), r_gaze
@@ -135,9 +143,9 @@ def _sample_nuisance(rng: np.random.Generator, cfg: RenderConfig) -> dict:
     """Camera / scene nuisances; always drawn so `clean` shares the eye itself."""
     u = rng.uniform
     return dict(
-        shift=rng.normal(0, cfg.jitter_px, 2),
-        rot=np.radians(rng.normal(0, cfg.jitter_rot_deg)),
-        scale=float(np.exp(rng.normal(0, cfg.jitter_scale))),
+        shift=cfg.jitter_px * np.clip(rng.normal(0, 1, 2), -2.5, 2.5),
+        rot=np.radians(cfg.jitter_rot_deg * np.clip(rng.normal(), -2.5, 2.5)),
+        scale=float(np.exp(cfg.jitter_scale * np.clip(rng.normal(), -2.5, 2.5))),
         glasses=rng.random() < cfg.p_glasses, occluder=rng.random() < cfg.p_occluder,
         grad=u(-0.5, 0.5, 2), side=u(0, 0.4), side_at=u(-0.7, 0.7, 2),
         exposure=u(0.7, 1.1), gamma=u(*cfg.gamma_range),
@@ -289,7 +297,7 @@ def _render_eye(s: dict, cam: _Camera, r_gaze: np.ndarray, centre, u, v, yu, t_l
         iv = s["iris"] * tex * shade
         pupil = r < s["pupil_r"] / LIMBUS_R
         val[iris] = np.where(pupil, s["pupil"], iv)
-    return val * (1 - s["lid_shadow"] * np.exp(-(v - yu) / s["lid_shadow_w"])), iris
+    return val * (1 - s["lid_shadow"] * np.exp(-(v - yu) / s["lid_shadow_w"]))
 
 
 def _glint(s: dict, cam: _Camera, r_gaze: np.ndarray, centre) -> np.ndarray | None:
@@ -319,12 +327,11 @@ def _compose(s, cfg, cam, r_gaze, centre, curves):
     lash_w = s["lash_w"] * env * (0.5 + 0.8 * t_lid)
     lash = (v[:, None] <= yu) & (v[:, None] > yu - lash_w)
     ii, jj = np.nonzero(opening)
-    eye, _ = _render_eye(s, cam, r_gaze, centre, u[jj], v[ii], yu[jj], t_lid[jj])
+    eye = _render_eye(s, cam, r_gaze, centre, u[jj], v[ii], yu[jj], t_lid[jj])
     g = _glint(s, cam, r_gaze, centre)
     if g is not None:
         d2 = (u[jj] - g[0]) ** 2 + (v[ii] - g[1]) ** 2
-        a = s["glint"] * np.exp(-d2 / (2 * s["glint_s"] ** 2))
-        eye = eye + (s["glint"] - eye) * a / s["glint"]
+        eye = eye + (s["glint"] - eye) * np.exp(-d2 / (2 * s["glint_s"] ** 2))
     block = (ii // k) * w + jj // k
     eye_sum = np.bincount(block, weights=eye, minlength=h * w).reshape(h, w) / k**2
     cov_eye = opening.reshape(h, k, w, k).mean(axis=(1, 3))
@@ -375,8 +382,8 @@ def _glasses(img: np.ndarray, rng: np.random.Generator, xs, ys) -> np.ndarray:
     grad = np.sqrt((dx / ax**2) ** 2 + (dy / ay**2) ** 2) / r + 1e-9
     dist = (r - 1) / grad
     lens = np.clip(0.5 - dist, 0, 1)
-    phi = rng.uniform(0, np.pi)
-    band = np.exp(-(((dx * np.cos(phi) + dy * np.sin(phi) - rng.uniform(-20, 20)) / rng.uniform(3, 12)) ** 2))
+    phi, at, width = rng.uniform(0, np.pi), rng.uniform(-20, 20), rng.uniform(3, 12)
+    band = np.exp(-(((dx * np.cos(phi) + dy * np.sin(phi) - at) / width) ** 2))
     tinted = img * rng.uniform(0.65, 1.0) + rng.uniform(0, 0.1) + rng.uniform(0.05, 0.4) * band
     img = img * (1 - lens) + tinted * lens
     rim = np.clip(rng.uniform(0.6, 2.5) / 2 + 0.5 - np.abs(dist), 0, 1)
@@ -447,7 +454,8 @@ def render_sample(
     `clean=True` renders the same eye with no jitter, glasses, occluders,
     lighting gradient, gamma, blur, noise, JPEG or histeq (raw intensities),
     so tests can check geometry on pixels. `eye_gaze` / `head` (pitch, yaw
-    rad) override the random draws without changing the draw order.
+    rad) override the pose; with any override the same rng state gives the
+    same subject whatever the override values (no label-range rejection).
     """
     e, h_py, label, r_gaze = _sample_pose(rng, cfg, eye_gaze, head)
     s = _sample_subject(rng)
@@ -531,7 +539,8 @@ def _valid(data, n: int, cfg: RenderConfig) -> bool:
     """Does a loaded cache hold exactly what we would render?"""
     want = {"images": ((n, *cfg.size), np.uint8), "gaze": ((n, 2), np.float32),
             "head": ((n, 2), np.float32)}
-    return all(k in data and data[k].shape == s and data[k].dtype == d for k, (s, d) in want.items())
+    return all(k in data and data[k].shape == shape and data[k].dtype == dtype
+               for k, (shape, dtype) in want.items())
 
 
 def load_or_render(
@@ -565,7 +574,8 @@ def load_or_render(
         if now - last[0] >= 3.0 or done == total:
             last[0] = now
             rate = done / max(now - t0, 1e-9)
-            say(f"synthetic: {done}/{total} rendered, {rate:.0f} img/s, ETA {(total - done) / rate:.0f}s")
+            eta = (total - done) / rate
+            say(f"synthetic: {done}/{total} rendered, {rate:.0f} img/s, ETA {eta:.0f}s")
 
     say(f"synthetic: rendering {n} samples (seed {seed}, {workers} worker(s)) -> {path}")
     data = render_dataset(n, seed, cfg, workers=workers, progress=progress)
