@@ -6,9 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nas.errors import UserError
+from nas.errors import UserError, read_user_yaml
 from nas.train import TrainConfig
 
 
@@ -99,15 +97,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Load and validate an experiment config; relative paths resolve from the config's folder
     first, then from the current directory."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found (expected an experiment config YAML)", source=str(path))
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}",
-                        source=str(path)) from None
+    d = read_user_yaml(path, "an experiment config YAML")
     src = str(path)
     if not isinstance(d, dict):
         raise UserError("expected a mapping at the top level", source=src)

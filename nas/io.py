@@ -23,8 +23,9 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Write via a temp file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Write via `write(tmp_path)` to a temp file in the same folder, fsync, then rename
+    over `path`: a reader never sees a torn artifact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -43,11 +44,11 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -61,7 +62,7 @@ def atomic_write_yaml(path: str | Path, obj: Any) -> Path:
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     import torch
 
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def file_hash(path: str | Path, n: int = 16) -> str:

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-import yaml
 
-from nas.errors import UserError
+from nas.errors import UserError, read_user_yaml
 
 FAMILIES = ("mbconv", "ghost", "shuffle")
 ACTS = ("relu", "hswish")
@@ -204,16 +203,7 @@ class SearchSpace:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
-        path = Path(path)
-        if not path.is_file():
-            raise UserError("file not found (expected a search-space YAML)", source=str(path))
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}",
-                            source=str(path)) from None
+        data = read_user_yaml(path, "a search-space YAML")
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -24,8 +24,6 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from nas.gaze.geometry import vector_to_pitchyaw
+from nas.io import atomic_write
 
 RENDERER_VERSION = "2"
 EYEBALL_R = 12.0  # mm
@@ -579,16 +578,9 @@ def load_or_render(
 
     say(f"synthetic: rendering {n} samples (seed {seed}, {workers} worker(s)) -> {path}")
     data = render_dataset(n, seed, cfg, workers=workers, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a handle, so numpy keeps the temp name as given
             np.savez(fh, **data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
     return data
