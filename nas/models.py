@@ -148,7 +148,9 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.split:
-            a, b = x.chunk(2, 1)
+            # Even/odd split undoes the previous unit's shuffle; unlike halves it gives each
+            # channel the same role at every width, which weight sharing needs.
+            a, b = x[:, 0::2], x[:, 1::2]
         else:
             a, b = self.b1_pw(self.b1_dw(x)), x
         b = self.b2_pw2(self.b2_dw(self.b2_pw1(b)))

@@ -96,12 +96,15 @@ def ensure_validated(cfg: ExperimentConfig, space: SearchSpace, table, log: Log,
                           rounds=cfg.latency.rounds, log=log)
 
 
-def auto_budgets(space: SearchSpace, table, seed: int, n: int = 200) -> list[float]:
-    """Budgets at the 20/40/60% quantiles of random subnets' predicted latency on this
-    device, so the default run asks something meaningful of any machine."""
-    rng = np.random.default_rng([seed, 424242])
-    lat = [table.predict(space, space.sample(rng)) for _ in range(n)]
-    return [float(f"{q:.3g}") for q in np.quantile(lat, [0.2, 0.4, 0.6])]
+def auto_budgets(space: SearchSpace, table, seed: int) -> list[float]:
+    """Three budgets spread log-uniformly (at 1/4, 1/2, 3/4) between the smallest and the
+    largest subnet's predicted latency on this device, so a default run asks something
+    meaningful of any machine. `seed` is unused: the budgets depend only on the table."""
+    del seed
+    lo = table.predict(space, space.smallest())
+    hi = table.predict(space, space.largest())
+    return [float(f"{x:.3g}") for x in np.exp(np.log(lo) + np.array([0.25, 0.5, 0.75])
+                                                  * (np.log(hi) - np.log(lo)))]
 
 
 def table_hash(table) -> str:

@@ -361,14 +361,26 @@ class SearchSpace:
         return arch
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator) -> Arch:
+    def sample(self, rng: np.random.Generator, family_balanced: bool = False) -> Arch:
+        """A random arch: uniform over each gene's choices. With `family_balanced`, each
+        layer first picks a block family uniformly, then an op of that family, so families
+        with few ops (shuffle) are not starved when sampling subnets to train."""
         opts = self.layer_options()
+        if family_balanced:
+            fams = sorted({o.family for o in opts})
+            by_fam = {f: [o for o in opts if o.family == f] for f in fams}
+
+            def pick() -> LayerOp:
+                group = by_fam[fams[rng.integers(len(fams))]]
+                return group[rng.integers(len(group))]
+        else:
+            def pick() -> LayerOp:
+                return opts[rng.integers(len(opts))]
         res = self.resolutions[rng.integers(len(self.resolutions))]
         stem = self.stem_strides[rng.integers(len(self.stem_strides))]
         depths = tuple(int(s.depths[rng.integers(len(s.depths))]) for s in self.stages)
         widths = tuple(int(s.widths[rng.integers(len(s.widths))]) for s in self.stages)
-        ops = tuple(tuple(opts[rng.integers(len(opts))] for _ in range(md))
-                    for md in self.max_depths)
+        ops = tuple(tuple(pick() for _ in range(md)) for md in self.max_depths)
         return Arch(tuple(res), int(stem), depths, widths, ops)
 
     def _extreme(self, biggest: bool) -> Arch:

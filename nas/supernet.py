@@ -132,7 +132,7 @@ class EShuffleUnit(nn.Module):
     def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
         cin, half, k = x.shape[1], cout // 2, op.kernel
         if stride == 1 and cin == cout:
-            a, b = x.chunk(2, 1)
+            a, b = x[:, 0::2], x[:, 1::2]  # same split as the static unit (see models.py)
         else:
             a, b = self.b1_pw(self.b1_dw(x, k=k, stride=stride), half, act="relu"), x
         b = self.b2_pw1(b, half, act="relu")

@@ -175,7 +175,8 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                     loss.backward()
                     loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
                     target = teacher.detach()
-                    for arch in [small] + [space.sample(rng) for _ in range(cfg.random_subnets)]:
+                    for arch in [small] + [space.sample(rng, family_balanced=True)
+                                                for _ in range(cfg.random_subnets)]:
                         out = net(x, arch)
                         child = cfg.kd_weight * F.l1_loss(out, target)
                         if cfg.kd_weight < 1:
