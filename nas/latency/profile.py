@@ -2,7 +2,10 @@
 
 Two phases: export every missing key's ONNX model in parallel into the cache, then time the
 models in this process only, in chunks whose sessions stay alive while their models are
-interleaved. The table is saved after every chunk, so an interruption loses one chunk.
+interleaved. Anchor models timed in every round say which rounds ran on a machine slowed
+from elsewhere; those rounds are not used and models short of quiet rounds are timed again
+(`nas.latency.gate`, `nas.latency.timing`). The table is saved after every chunk, so an
+interruption loses one chunk.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ import torch
 import nas
 from nas.errors import UserError
 from nas.latency.export import cache_dir, cache_file, export_many
-from nas.latency.progress import Progress, fmt_duration
-from nas.latency.runtime import PROTOCOL, device_info, make_feed, make_session, measure
+from nas.latency.gate import TOLERANCE, WAIT_BUDGET_S, Gate, pick_anchors
+from nas.latency.progress import fmt_duration
+from nas.latency.runtime import PROTOCOL, device_info
 from nas.latency.table import LatencyTable
+from nas.latency.timing import MIN_QUIET_ROUNDS, RUNS_PER_ROUND, WARMUP, open_cached, time_keys
 from nas.space import SearchSpace
-
-RUNS_PER_ROUND = 5
-WARMUP = 3
 
 
 def _now() -> str:
@@ -37,7 +39,8 @@ def new_table(info: dict[str, Any], rounds: int, chunk: int) -> LatencyTable:
     meta.update({"created": _now(), "tool_version": nas.__version__,
                  "exporter": f"torch {torch.__version__} (torchscript onnx export)",
                  "protocol": dict(PROTOCOL, rounds=rounds, runs_per_round=RUNS_PER_ROUND,
-                                  warmup=WARMUP, chunk=chunk),
+                                  warmup=WARMUP, chunk=chunk, gate_tolerance=TOLERANCE,
+                                  gate_min_quiet_rounds=MIN_QUIET_ROUNDS),
                  "complete": False})
     return LatencyTable(meta=meta)
 
@@ -59,27 +62,15 @@ def open_table(out_path: Path, device: str | None, rounds: int, chunk: int,
     return table
 
 
-def _measure_chunk(folder: Path, keys: list[str], space: SearchSpace, all_keys: dict,
-                   rounds: int) -> dict[str, dict]:
-    sessions = {}
-    for k in keys:
-        f = cache_file(folder, k)
-        try:
-            sess = make_session(f)
-        except Exception:  # a damaged cache file: rebuild it here, once
-            export_many(space, [(k, *all_keys[k], str(f))], workers=1, log=lambda _: None)
-            sess = make_session(f)
-        sessions[k] = (sess, make_feed(sess))
-    return measure(sessions, rounds=rounds, runs_per_round=RUNS_PER_ROUND, warmup=WARMUP)
-
-
 def profile_space(space: SearchSpace, out_path: str | Path, *, device: str | None = None,
                   workers: int = 2, rounds: int = 5, chunk: int = 64,
                   log: Callable[[str], None] = print,
-                  keys: list[str] | None = None) -> LatencyTable:
+                  keys: list[str] | None = None,
+                  max_wait: float = WAIT_BUDGET_S) -> LatencyTable:
     """Time every LUT key of `space` (or just `keys`) on this machine into `out_path`,
     keeping entries already there. Returns the saved table; `table.stats` says what this
-    call exported, reused and measured."""
+    call exported, reused and measured. `max_wait` bounds the seconds spent re-timing chunks
+    at once because the machine ran slowed (see `nas.latency.gate`)."""
     out_path = Path(out_path)
     if chunk < 1 or rounds < 1 or workers < 1:
         raise ValueError("chunk, rounds and workers must be >= 1")
@@ -98,28 +89,36 @@ def profile_space(space: SearchSpace, out_path: str | Path, *, device: str | Non
         f"{len(targets) - len(todo)} already in {out_path}, {len(todo)} to measure")
 
     folder = cache_dir(out_path)
-    jobs = [(k, *all_keys[k], str(cache_file(folder, k))) for k in todo
+    anchors = pick_anchors(space)
+    need = list(dict.fromkeys(todo + anchors)) if todo else []
+    jobs = [(k, *all_keys[k], str(cache_file(folder, k))) for k in need
             if not cache_file(folder, k).is_file()]
     t0 = time.perf_counter()
     if jobs:
         log(f"export: {len(jobs)} ONNX models into {folder} ({workers} workers), "
-            f"{len(todo) - len(jobs)} cached")
+            f"{len(need) - len(jobs)} cached")
     export_many(space, jobs, workers=workers, log=log, label="export")
     t_export = time.perf_counter() - t0
 
     # Seeded shuffle: a burst of noise from elsewhere hits a mix of layer types, not one family.
     order = [todo[i] for i in np.random.default_rng(0).permutation(len(todo))]
-    prog = Progress("measure", len(order), log)
     t1 = time.perf_counter()
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        table.entries.update(_measure_chunk(folder, part, space, all_keys, rounds))
-        table.meta["updated"] = _now()
-        table.save(out_path)
-        prog.update(len(part))
-    t_measure = time.perf_counter() - t1
     if order:
-        prog.finish()
+        earlier = dict(table.meta.get("anchors") or {})  # from this or another space's run
+        gate = Gate({a: open_cached(folder, a, space, all_keys) for a in anchors},
+                    ref=earlier, budget_s=max_wait)
+
+        def save_chunk(best: dict[str, dict]) -> None:
+            table.entries.update(best)
+            table.meta["anchors"] = {**earlier, **{a: round(v, 6) for a, v in gate.ref.items()}}
+            table.meta["updated"] = _now()
+            table.save(out_path)
+
+        final, table.meta["gate"] = time_keys(
+            order, gate, lambda k: open_cached(folder, k, space, all_keys), rounds=rounds,
+            chunk=chunk, log=log, on_chunk=save_chunk)
+        table.entries.update(final)  # judged against the run's final quiet reference
+    t_measure = time.perf_counter() - t1
 
     have_all = not table.missing(all_keys)
     if have_all and space.space_hash() not in table.space_hashes:
@@ -128,7 +127,7 @@ def profile_space(space: SearchSpace, out_path: str | Path, *, device: str | Non
     table.meta["updated"] = _now()
     table.save(out_path)
     table.stats = {"targets": len(targets), "measured": len(todo), "exported": len(jobs),
-                   "reused_onnx": len(todo) - len(jobs), "already": len(targets) - len(todo)}
+                   "reused_onnx": len(need) - len(jobs), "already": len(targets) - len(todo)}
     log(f"profile done: {len(table.entries)} entries in {out_path}; export "
         f"{fmt_duration(t_export)}, measure {fmt_duration(t_measure)}"
         + ("" if have_all else f"; {len(table.missing(all_keys))} keys of the space still "

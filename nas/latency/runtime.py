@@ -39,6 +39,10 @@ PROTOCOL: dict[str, Any] = {
                "each run timed alone with perf_counter; p50_ms = min over rounds of the "
                "per-round median; mean/std over all timed runs; one process, nothing else "
                "of ours running"),
+    "gate": ("6 anchor models spread through every round; a model's round is used only if "
+             "the anchors just before and after it ran within gate_tolerance of their quiet "
+             "per-round time; models with fewer than gate_min_quiet_rounds quiet rounds are "
+             "timed again"),
 }
 
 # A feed is what `sess.run` takes: input name -> array.
@@ -120,15 +124,15 @@ def device_info(name: str | None = None) -> dict[str, Any]:
     }
 
 
-def measure(sessions: Mapping[str, tuple[ort.InferenceSession, Feed]], rounds: int = 5,
-            runs_per_round: int = 5, warmup: int = 3) -> dict[str, dict[str, float | int]]:
-    """Interleaved timing: every model runs `runs_per_round` times per round, in turn, so slow
-    drifts and neighbours' bursts hit all models alike; the minimum of per-round medians is
-    the robust figure, mean/std describe all timed runs."""
+def time_runs(sessions: Mapping[str, tuple[ort.InferenceSession, Feed]], rounds: int = 5,
+              runs_per_round: int = 5, warmup: int = 3) -> dict[str, np.ndarray]:
+    """Interleaved timing: every model runs `runs_per_round` times per round, in turn, so
+    slow drifts and neighbours' bursts hit all models alike. Returns each model's run times
+    in ms as a (rounds, runs_per_round) array."""
     if rounds < 1 or runs_per_round < 1 or warmup < 0:
         raise ValueError("rounds and runs_per_round must be >= 1, warmup >= 0")
     keys = list(sessions)
-    times: dict[str, list[list[float]]] = {k: [] for k in keys}
+    out = {k: np.empty((rounds, runs_per_round)) for k in keys}
     gc_was = gc.isenabled()
     gc.disable()
     try:
@@ -137,25 +141,35 @@ def measure(sessions: Mapping[str, tuple[ort.InferenceSession, Feed]], rounds: i
             for _ in range(warmup):
                 sess.run(None, feed)
         clock = time.perf_counter
-        for _ in range(rounds):
+        for r in range(rounds):
             for k in keys:
                 sess, feed = sessions[k]
-                run = sess.run
-                ts = []
-                for _ in range(runs_per_round):
+                run, row = sess.run, out[k][r]
+                for i in range(runs_per_round):
                     t0 = clock()
                     run(None, feed)
-                    ts.append(clock() - t0)
-                times[k].append(ts)
+                    row[i] = clock() - t0
     finally:
         if gc_was:
             gc.enable()
-    out: dict[str, dict[str, float | int]] = {}
     for k in keys:
-        per_round = np.asarray(times[k], dtype=np.float64) * 1e3
-        flat = per_round.ravel()
-        out[k] = {"p50_ms": float(np.median(per_round, axis=1).min()),
-                  "mean_ms": float(flat.mean()),
-                  "std_ms": float(flat.std()),
-                  "n": int(flat.size)}
+        out[k] *= 1e3
     return out
+
+
+def summarize(runs_ms: np.ndarray) -> dict[str, float | int]:
+    """One LUT entry from a (rounds, runs) array: p50_ms = min over rounds of the per-round
+    median (the robust figure), mean/std over all runs, n runs."""
+    runs_ms = np.atleast_2d(np.asarray(runs_ms, dtype=np.float64))
+    flat = runs_ms.ravel()
+    return {"p50_ms": round(float(np.median(runs_ms, axis=1).min()), 6),
+            "mean_ms": round(float(flat.mean()), 6),
+            "std_ms": round(float(flat.std()), 6),
+            "n": int(flat.size)}
+
+
+def measure(sessions: Mapping[str, tuple[ort.InferenceSession, Feed]], rounds: int = 5,
+            runs_per_round: int = 5, warmup: int = 3) -> dict[str, dict[str, float | int]]:
+    """The protocol in one call: interleaved timing, then `summarize` per model."""
+    return {k: summarize(v) for k, v in time_runs(sessions, rounds, runs_per_round,
+                                                   warmup).items()}

@@ -14,12 +14,17 @@ from typing import Any, Callable
 import numpy as np
 
 from nas.errors import UserError
+from nas.latency.build import export_onnx, module_for_key
 from nas.latency.export import export_many
 from nas.latency.fit import apply_correction, fidelity, fit_correction, loo_predictions
-from nas.latency.profile import RUNS_PER_ROUND, WARMUP
-from nas.latency.runtime import device_info, make_feed, make_session, measure
+from nas.latency.gate import WAIT_BUDGET_S, Gate
+from nas.latency.runtime import device_info, make_feed, make_session
 from nas.latency.table import LatencyTable
+from nas.latency.timing import time_keys
 from nas.space import Arch, SearchSpace
+
+CHUNK = 10  # subnets per gated chunk: short windows, so a quiet spell is easy to catch
+PASSES = 3  # subnets short of quiet rounds get up to 2 more passes
 
 
 def sample_archs(space: SearchSpace, k: int, seed: int) -> list[Arch]:
@@ -45,9 +50,45 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
+def _time_gated(table: LatencyTable, space: SearchSpace, names: list[str],
+                onnx: dict[str, bytes], rounds: int, max_wait: float,
+                log: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Time the subnets in small chunks interleaved with the table's anchor models, gated
+    like profiling but against the reference the table was profiled with: a chunk timed
+    while the machine ran slower than then is timed again, so a slowed machine cannot pass
+    for a wrong correction."""
+    all_keys = space.all_keys()
+    ref = {k: float(v) for k, v in (table.meta.get("anchors") or {}).items()
+           if k in all_keys and isinstance(v, (int, float)) and v > 0}
+    anchor_sessions = {}
+    for k in ref:
+        sess = make_session(export_onnx(*module_for_key(space, *all_keys[k])))
+        anchor_sessions[k] = (sess, make_feed(sess))
+    if not ref:
+        log("warning: the table has no anchor times for this space; subnets are timed "
+            "without the contention gate")
+    gate = Gate(anchor_sessions, ref, budget_s=max_wait, frozen=True)
+
+    def open_net(name: str) -> tuple:
+        sess = make_session(onnx[name])
+        return sess, make_feed(sess)
+
+    best, stats = time_keys(names, gate, open_net, rounds=rounds, chunk=CHUNK, log=log,
+                            max_passes=PASSES, label="time subnets")
+    if stats["unsettled"]:
+        log(f"warning: {stats['unsettled']} of {len(names)} subnets were timed only while the "
+            f"machine ran slowed (anchors at best x{stats['anchor_speed_best']:.2f}); the "
+            f"fitted correction carries that slowdown: validate again when the machine is quiet")
+    if ref and stats["anchor_speed_best"] < 1 - 2 * gate.tolerance:
+        log(f"warning: the anchors now run x{1 / stats['anchor_speed_best']:.2f} faster than "
+            f"when the table was profiled: it was likely profiled on a slowed machine; "
+            f"consider profiling again")
+    return best, stats
+
+
 def validate_table(table: LatencyTable, space: SearchSpace, samples: int = 40, seed: int = 0,
                    rounds: int = 5, log: Callable[[str], None] = print,
-                   workers: int = 2) -> dict[str, Any]:
+                   workers: int = 2, max_wait: float = WAIT_BUDGET_S) -> dict[str, Any]:
     """Measure `samples` random subnets of `space` here, fit the table's correction, store
     correction and report in the table (saved when it has a path), return the report."""
     if samples < 1:
@@ -65,12 +106,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, samples: int = 40, s
     log(f"validate {table.device}: {len(archs)} subnets of {space.name}, seed {seed}")
     onnx = export_many(space, [(n, "arch", n, None) for n in names], workers=workers, log=log,
                        label="export subnets")
-    sessions = {}
-    for n in names:
-        sess = make_session(onnx[n])
-        sessions[n] = (sess, make_feed(sess))
-    timed = measure(sessions, rounds=rounds, runs_per_round=RUNS_PER_ROUND, warmup=WARMUP)
-    del sessions
+    timed, gate = _time_gated(table, space, names, onnx, rounds, max_wait, log)
 
     measured = np.array([timed[n]["p50_ms"] for n in names])
     sums, parts = map(np.array, zip(*(table.raw_sum(space, a) for a in archs)))
@@ -84,7 +120,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, samples: int = 40, s
                   "uncorrected figures below",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "space": space.name, "space_hash": space.space_hash(), "seed": seed,
-        "rounds": rounds, "device_measured_on": device_info()["device"],
+        "rounds": rounds, "device_measured_on": device_info()["device"], "gate": gate,
         "correction": {k: round(v, 6) for k, v in corr.items()},
         "in_sample": fidelity(fitted, measured),
         "raw_sum": fidelity(sums, measured),
