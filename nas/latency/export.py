@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 import nas
-from nas.io import atomic_write_bytes, json_hash
+from nas.io import file_hash, atomic_write_bytes, json_hash
 from nas.latency.build import export_onnx, module_for_key
 from nas.latency.progress import Progress
 from nas.latency.runtime import OPSET
@@ -46,8 +46,15 @@ def cache_dir(lut_path: str | Path) -> Path:
     """`<lut dir>/.onnx_cache/<exporter tag>/`: the tag changes with anything that changes the
     exported graphs (opset, torch, this tool), so stale files are never reused."""
     tag = json_hash({"opset": OPSET, "torch": torch.__version__, "tool": nas.__version__,
-                     "exporter": "torchscript"}, n=12)
+                     "exporter": "torchscript", "blocks": _blocks_source_hash()}, n=12)
     return Path(lut_path).resolve().parent / ".onnx_cache" / tag
+
+
+def _blocks_source_hash() -> str:
+    """The exported graphs are the blocks' code: a change to it must not reuse old files."""
+    import nas.models
+
+    return file_hash(nas.models.__file__)
 
 
 def cache_file(folder: Path, key: str) -> Path:
