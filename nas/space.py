@@ -361,21 +361,20 @@ class SearchSpace:
         return arch
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator, family_balanced: bool = False) -> Arch:
-        """A random arch: uniform over each gene's choices. With `family_balanced`, each
-        layer first picks a block family uniformly, then an op of that family, so families
-        with few ops (shuffle) are not starved when sampling subnets to train."""
+    def sample(self, rng: np.random.Generator, single_family: bool = False) -> Arch:
+        """A random arch: uniform over each gene's choices. With `single_family`, one block
+        family is drawn for the whole arch and each layer draws its op from that family:
+        coherent subnets of every size, which is what supernet training needs to sample
+        (layers of different families in one subnet never co-adapt in a short run)."""
         opts = self.layer_options()
-        if family_balanced:
+        if single_family:
             fams = sorted({o.family for o in opts})
-            by_fam = {f: [o for o in opts if o.family == f] for f in fams}
+            fam = fams[rng.integers(len(fams))]
+            opts = [o for o in opts if o.family == fam]
 
-            def pick() -> LayerOp:
-                group = by_fam[fams[rng.integers(len(fams))]]
-                return group[rng.integers(len(group))]
-        else:
-            def pick() -> LayerOp:
-                return opts[rng.integers(len(opts))]
+        def pick() -> LayerOp:
+            return opts[rng.integers(len(opts))]
+
         res = self.resolutions[rng.integers(len(self.resolutions))]
         stem = self.stem_strides[rng.integers(len(self.stem_strides))]
         depths = tuple(int(s.depths[rng.integers(len(s.depths))]) for s in self.stages)
@@ -444,7 +443,9 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ encodings
     def encode(self, arch: Arch) -> dict[str, int]:
-        """Fixed-length categorical encoding: gene name -> choice index."""
+        """Fixed-length categorical encoding: gene name -> choice index (an arch parsed from
+        its string is padded first, so every arch yields the same gene set)."""
+        arch = self.complete(arch)
         opts = {o: i for i, o in enumerate(self.layer_options())}
         enc = {"resolution": self.resolutions.index(arch.resolution),
                "stem_stride": self.stem_strides.index(arch.stem_stride)}

@@ -51,6 +51,9 @@ def test_encoding_round_trip_fixed_length(eye_space):
         assert set(enc) == set(card)
         assert all(0 <= enc[k] < card[k] for k in enc)
         assert eye_space.decode(enc).ops == a.ops
+        short = Arch.from_string(a.to_string())  # active layers only
+        assert set(eye_space.encode(short)) == set(card)
+        assert eye_space.decode(eye_space.encode(short)) == a
 
 
 def test_arch_id_ignores_inactive_genes(eye_space):

@@ -29,12 +29,13 @@ class Evolution(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int, population: int = 32,
                  crossover_prob: float = 0.5, mutation_prob: float = 0.15,
-                 max_tries: int = 100):
+                 max_tries: int = 100, single_family_share: float = 0.5):
         super().__init__(space, seed)
         if not isinstance(population, int) or population < 2:
             raise UserError(f"expected an integer >= 2, got {population!r}",
                             field="search.options.population")
-        for key, p in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
+        for key, p in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob),
+                       ("single_family_share", single_family_share)):
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise UserError(f"expected a probability in [0, 1], got {p!r}",
                                 field=f"search.options.{key}")
@@ -42,7 +43,8 @@ class Evolution(Strategy):
             raise UserError(f"expected an integer >= 1, got {max_tries!r}",
                             field="search.options.max_tries")
         self.options = {"population": population, "crossover_prob": float(crossover_prob),
-                        "mutation_prob": float(mutation_prob), "max_tries": max_tries}
+                        "mutation_prob": float(mutation_prob), "max_tries": max_tries,
+                        "single_family_share": float(single_family_share)}
         self._rng = np.random.default_rng(self.seed)
         self._n_initial = 0                      # initial-population archs handed out so far
         self._archive: dict[str, dict[str, Any]] = {}  # told, in tell order
@@ -87,8 +89,11 @@ class Evolution(Strategy):
         return aid in self._archive or aid in self._pending
 
     def _fresh_random(self, tries: int) -> Arch | None:
+        # A share of random archs use one block family throughout: the region a supernet
+        # trained with single-family sampling knows best, so the search starts there.
         for _ in range(tries):
-            arch = self.space.sample(self._rng)
+            single = self._rng.random() < self.options["single_family_share"]
+            arch = self.space.sample(self._rng, single_family=single)
             if not self._seen(arch.arch_id):
                 return arch
         return None
