@@ -124,7 +124,10 @@ def test_device_info_has_meta_fields():
 def test_profile_saves_and_reloads(profiled, tiny):
     table = LatencyTable.load(profiled["path"])
     assert set(table.entries) == set(profiled["keys"])
-    assert all(e["p50_ms"] > 0 and e["n"] == 10 for e in table.entries.values())
+    # n counts the quiet runs kept: whole rounds of 5, more when the gate re-timed a chunk
+    # because the machine was busy (so not a fixed number under a loaded test run)
+    assert all(e["p50_ms"] > 0 and e["n"] >= 5 and e["n"] % 5 == 0
+               for e in table.entries.values())
     assert table.meta["device"] and table.meta["complete"] is True
     text = profiled["path"].read_text()
     body = text.split("\nentries:\n")[1].split("\ncorrection:")[0]
