@@ -30,7 +30,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     out = Path(a.out or Path("runs") / cfg.name)
     atomic_write_json(out / "run_config.json", cfg.to_dict())
     m = run(cfg, out, log)
-    print(f"stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stage_seconds"].items())
+    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stage_seconds"].items())
           + f"; total {m['total_seconds']:.1f}")
     print(f"report: {out / 'report.md'}")
     return 0

@@ -15,8 +15,7 @@ import numpy as np
 from nas import __version__
 from nas.config import ExperimentConfig
 from nas.errors import UserError
-from nas.io import (atomic_write_json, atomic_write_text, file_hash, git_sha, json_hash,
-                    package_versions)
+from nas.io import atomic_write_json, file_hash, git_sha, json_hash, package_versions
 from nas.space import Arch, SearchSpace
 
 Log = Callable[[str], None]
@@ -242,7 +241,3 @@ def find_arch(run_dir: Path, space: SearchSpace, arch: str) -> Arch:
                 return space.parse(row["arch"])
     raise UserError(f"arch_id {arch!r} was never evaluated in this run (give the canonical "
                     "arch string instead)", source=str(cache), field="arch_id")
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)

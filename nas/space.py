@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -628,14 +627,3 @@ class _Validator:
             if x not in allowed:
                 self._fail(f"expected a list of {', '.join(allowed)}, got {x!r}", prefix + key)
         return xs
-
-
-def iter_stage_layers(space: SearchSpace) -> Iterator[tuple[int, int]]:
-    """(stage index, layer index) for every layer slot of the supernet."""
-    for i, md in enumerate(space.max_depths):
-        for j in range(md):
-            yield i, j
-
-
-def log10_size(space: SearchSpace) -> float:
-    return math.log10(space.size())

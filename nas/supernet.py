@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.models import GazeNet, activation, channel_shuffle, resize_to
+from nas.models import GazeNet, SqueezeExcite, activation, channel_shuffle, resize_to
 from nas.space import Arch, LayerOp, SearchSpace, ghost_init, se_channels
 
 
@@ -48,12 +48,8 @@ class EConvBN(nn.Module):
         return activation(act, y)
 
 
-class ESqueezeExcite(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        r = se_channels(channels)
-        self.reduce = nn.Conv2d(channels, r, 1)
-        self.expand = nn.Conv2d(r, channels, 1)
+class ESqueezeExcite(SqueezeExcite):
+    """Max-size SE weights; a call on c channels uses the leading slices."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]

@@ -73,6 +73,7 @@ def test_mutate_and_crossover_stay_in_space(eye_space):
         assert c != a
         eye_space.contains(c)
         eye_space.contains(eye_space.crossover(a, c, rng))
+        eye_space.contains(eye_space.crossover(c, b, rng))
 
 
 def test_largest_smallest_order(eye_space):

@@ -74,3 +74,13 @@ def test_elastic_resolution_resizes_input(eye_space, eye_supernet):
     with torch.no_grad():
         out = eye_supernet(x, a)
     assert out.shape == (2, 2)
+
+
+def test_resnet_baseline_runs_and_exports():
+    from nas.models import ResNetGaze, count_macs
+
+    net = ResNetGaze().eval()
+    x = torch.rand(2, 1, 36, 60)
+    assert net(x).shape == (2, 2)
+    assert count_macs(net, (1, 1, 36, 60)) > 0
+    assert onnx_parity(net, onnx_bytes(net, (1, 1, 36, 60)), (1, 1, 36, 60)) <= 1e-4
