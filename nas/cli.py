@@ -114,7 +114,7 @@ def cmd_lut_validate(a: argparse.Namespace) -> int:
 
 def _run_context(run_dir: Path):
     """Supernet path, its space, and the data splits a run was trained with."""
-    from nas.gaze.data import synthetic_splits
+    from nas.pipeline import splits_from
     from nas.space import SearchSpace
     from nas.train import load_checkpoint
 
@@ -128,8 +128,7 @@ def _run_context(run_dir: Path):
     cfg = json.loads(cfg_path.read_text())
     meta = load_checkpoint(sup)
     space = SearchSpace.from_dict(json.loads(meta["space"]), source=f"{sup}:space")
-    d = cfg["data"]
-    splits = synthetic_splits(d["train"], d["val"], cfg["seed"], d.get("workers", 1), log)
+    splits = splits_from(cfg["data"], cfg["seed"], str(cfg_path), log)
     if splits.fingerprint != meta.get("data"):
         raise UserError(f"the data ({splits.fingerprint}) is not what the supernet was trained "
                         f"on ({meta.get('data')})", source=str(cfg_path), field="data")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError, read_user_yaml
-from nas.train import TrainConfig
+from nas.train import SAMPLINGS, TrainConfig
 
 
 @dataclass
@@ -79,6 +79,7 @@ def _section(cls: type, d: Any, name: str, source: str) -> Any:
             ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
         elif isinstance(want, float):
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v  # `lr: 3` and `lr: 3.0` are one config
         elif isinstance(want, list):
             ok = isinstance(v, list) and all(isinstance(x, (int, float)) and x > 0 for x in v)
         elif want is None:
@@ -121,7 +122,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
                         source=src, field="data.source")
     if data.train < 256 or data.val < 64:
         raise UserError("expected train >= 256 and val >= 64 images", source=src, field="data")
-    train = TrainConfig.from_dict(d.get("train") or {}, source=src)
+    train = _section(TrainConfig, d.get("train"), "train", src)
+    if train.sampling not in SAMPLINGS:
+        raise UserError(f"expected one of {', '.join(SAMPLINGS)}, got {train.sampling!r}",
+                        source=src, field="train.sampling")
+    if train.epochs < 1 or train.batch_size < 2:
+        raise UserError("expected epochs >= 1 and batch_size >= 2", source=src, field="train")
     latency = _section(LatencyConfig, d.get("latency"), "latency", src)
     if latency.lut is not None:
         latency.lut = str(resolve_path(latency.lut, path, "latency.lut"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,10 +41,15 @@ class StageClock:
 
 
 def load_splits(cfg: ExperimentConfig, log: Log):
+    return splits_from(asdict(cfg.data), cfg.seed, cfg.source, log)
+
+
+def splits_from(data: dict, seed: int, source: str, log: Log):
+    """The data splits a config's `data` section describes, checked (no NaN, none empty)."""
     from nas.gaze.data import synthetic_splits
 
-    splits = synthetic_splits(cfg.data.train, cfg.data.val, cfg.seed, cfg.data.workers, log)
-    splits.check(cfg.source)
+    splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
+    splits.check(source)
     return splits
 
 
