@@ -21,6 +21,7 @@ from nas.errors import UserError, read_user_yaml
 
 FAMILIES = ("mbconv", "ghost", "shuffle")
 ACTS = ("relu", "hswish")
+FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
 _FAMILY_TOKEN = {"mbconv": "mb", "ghost": "gh", "shuffle": "sh"}
 _TOKEN_FAMILY = {v: k for k, v in _FAMILY_TOKEN.items()}
 _ACT_TOKEN = {"relu": "re", "hswish": "hs"}
@@ -360,26 +361,36 @@ class SearchSpace:
         return arch
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator, single_family: bool = False) -> Arch:
-        """A random arch: uniform over each gene's choices. With `single_family`, one block
-        family is drawn for the whole arch and each layer draws its op from that family:
-        coherent subnets of every size, which is what supernet training needs to sample
-        (layers of different families in one subnet never co-adapt in a short run)."""
-        opts = self.layer_options()
+    def sample(self, rng: np.random.Generator, single_family: bool = False,
+               family_mix: str = "layer") -> Arch:
+        """A random arch: uniform over each gene's choices (`family_mix="layer"`: every
+        layer picks any op). `family_mix="stage"` draws one block family per stage and each
+        layer its op from that family; `"none"` (or `single_family=True`) one family for
+        the whole arch. The coarser modes give coherent subnets of every size, which
+        supernet training needs to sample often."""
         if single_family:
-            fams = sorted({o.family for o in opts})
-            fam = fams[rng.integers(len(fams))]
-            opts = [o for o in opts if o.family == fam]
+            family_mix = "none"
+        if family_mix not in FAMILY_MIXES:
+            raise ValueError(f"family_mix must be one of {FAMILY_MIXES}, got {family_mix!r}")
+        opts = self.layer_options()
+        fams = sorted({o.family for o in opts})
+        by_fam = {f: [o for o in opts if o.family == f] for f in fams}
+        arch_fam = fams[rng.integers(len(fams))] if family_mix == "none" else None
 
-        def pick() -> LayerOp:
-            return opts[rng.integers(len(opts))]
+        def stage_pool() -> list[LayerOp]:
+            if family_mix == "layer":
+                return opts
+            return by_fam[arch_fam or fams[rng.integers(len(fams))]]
 
         res = self.resolutions[rng.integers(len(self.resolutions))]
         stem = self.stem_strides[rng.integers(len(self.stem_strides))]
         depths = tuple(int(s.depths[rng.integers(len(s.depths))]) for s in self.stages)
         widths = tuple(int(s.widths[rng.integers(len(s.widths))]) for s in self.stages)
-        ops = tuple(tuple(pick() for _ in range(md)) for md in self.max_depths)
-        return Arch(tuple(res), int(stem), depths, widths, ops)
+        ops = []
+        for md in self.max_depths:
+            pool = stage_pool()
+            ops.append(tuple(pool[rng.integers(len(pool))] for _ in range(md)))
+        return Arch(tuple(res), int(stem), depths, widths, tuple(ops))
 
     def _extreme(self, biggest: bool) -> Arch:
         pick = max if biggest else min

@@ -188,14 +188,19 @@ class Supernet(nn.Module):
         self.head = EGazeHead(cin_max, space.head_width, space.outputs, space.head_act,
                               space.head_dropout)
 
-    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, arch: Arch, return_features: bool = False):
+        """The subnet `arch` on `x`; with `return_features`, also every stage's output
+        (what stage-wise distillation aligns across block families)."""
         x = resize_to(x, arch.resolution)
         x = self.stem(x, self.space.stem_width, stride=arch.stem_stride, act=self.space.stem_act)
+        feats = []
         for st, slots, d, w, ops in zip(self.space.stages, self.slots, arch.depths,
                                         arch.widths, arch.ops):
             for j in range(d):
                 x = self.layers[slots[j]](x, ops[j], w, st.stride if j == 0 else 1)
-        return self.head(x)
+            feats.append(x)
+        out = self.head(x)
+        return (out, feats) if return_features else out
 
     def active_slots(self, arch: Arch) -> list[int]:
         return [slots[j] for slots, d in zip(self.slots, arch.depths) for j in range(d)]

@@ -1,0 +1,133 @@
+"""Ranking fidelity of one or more trained supernets against training from scratch.
+
+Picks K archs spread over the space's MAC range (at least half mixing block families),
+trains each from scratch on the config's data with the config's epochs and schedule
+(cached: an interrupted run keeps every finished net), evaluates each supernet's inherited
+weights + BN recalibration on the same validation images, and prints Kendall tau,
+Spearman rho and the median gap, plus every pair.
+
+    python experiments/bench_ranking.py --config experiments/quickstart.yaml \\
+        --supernet base=runs/quickstart/supernet.pt [--supernet new=runs/x/supernet.pt] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.config import load_config  # noqa: E402
+from nas.io import atomic_write_json, file_hash, json_hash  # noqa: E402
+from nas.pipeline import load_splits  # noqa: E402
+from nas.ranking import (ScratchCache, fidelity, mix_kind, scratch_error,  # noqa: E402
+                         select_archs)
+from nas.space import SearchSpace  # noqa: E402
+from nas.train import StandaloneConfig  # noqa: E402
+
+
+def _scratch_job(config_path: str, arch_string: str, sched: dict, seed: int, val_images: int):
+    """One from-scratch training in a worker process (one torch thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = load_config(config_path)
+    space = SearchSpace.load(cfg.space)
+    splits = load_splits(cfg, lambda _m: None)
+    return scratch_error(space, space.parse(arch_string), splits, StandaloneConfig(**sched),
+                         seed, val_images)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="experiments/quickstart.yaml")
+    ap.add_argument("--supernet", action="append", default=[], metavar="LABEL=PATH")
+    ap.add_argument("--k", type=int, default=14, help="number of archs (default 14)")
+    ap.add_argument("--quick", action="store_true", help="6 archs: a smaller check")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="arch selection seed")
+    ap.add_argument("--out", default="runs/bench_ranking")
+    args = ap.parse_args()
+    k = 6 if args.quick else args.k
+    cfg = load_config(args.config)
+    space = SearchSpace.load(cfg.space)
+    splits = load_splits(cfg, print)
+    t = cfg.train
+    sched = asdict(StandaloneConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                                    weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+                                    channels_last=t.channels_last, threads=1))
+    val_images = cfg.search.val_images
+    archs = select_archs(space, k, args.seed)
+    out = Path(args.out)
+    cache = ScratchCache(out / "scratch.jsonl")
+    keys = {a: json_hash([a.to_string(), splits.fingerprint, sched, cfg.seed, val_images])
+            for a in archs}
+    todo = [a for a in archs if cache.get(keys[a]) is None]
+    print(f"bench_ranking: {k} archs ({sum(mix_kind(a) != 'single' for a in archs)} mixing "
+          f"families); {len(todo)} to train from scratch ({t.epochs} epochs each)")
+    t0 = time.time()
+    if todo:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+            futs = {pool.submit(_scratch_job, args.config, a.to_string(), sched, cfg.seed,
+                                val_images): a for a in todo}
+            for i, fut in enumerate(as_completed(futs), 1):
+                a = futs[fut]
+                row = fut.result()
+                row["key"] = keys[a]
+                cache.put(row)
+                el = time.time() - t0
+                print(f"  scratch {i}/{len(todo)}: {a.arch_id} {row['scratch_error']:.2f} deg "
+                      f"({row['train_s']:.0f} s) ETA {el / i * (len(todo) - i) / 60:.1f} min",
+                      flush=True)
+    scratch = [cache.get(keys[a]) for a in archs]
+    report = {"config": args.config, "k": k, "seed": args.seed, "schedule": sched,
+              "data": splits.fingerprint, "val_images": val_images,
+              "archs": [{"arch": a.to_string(), "arch_id": a.arch_id, "mix": mix_kind(a),
+                         "macs": r["macs"], "scratch_error": r["scratch_error"]}
+                        for a, r in zip(archs, scratch)], "supernets": {}}
+    for spec in args.supernet:
+        label, _, path = spec.partition("=")
+        if not path:
+            label, path = Path(spec).parent.name, spec
+        inherited = _inherited(path, space, splits, cfg, archs)
+        fid = fidelity(inherited, [r["scratch_error"] for r in scratch])
+        report["supernets"][label] = {"path": path, "hash": file_hash(path), **fid,
+                                      "inherited": inherited}
+        print(f"\n[{label}] {path}")
+        print(f"  {'arch_id':<11}{'mix':<7}{'MMAC':>6}{'scratch':>9}{'inherited':>10}")
+        for a, r, e in sorted(zip(archs, scratch, inherited), key=lambda z: z[1]["macs"]):
+            print(f"  {a.arch_id:<11}{mix_kind(a):<7}{r['macs'] / 1e6:>6.2f}"
+                  f"{r['scratch_error']:>9.2f}{e:>10.2f}")
+        print(f"  Kendall tau {fid['kendall_tau']:.3f}  Spearman rho {fid['spearman_rho']:.3f}  "
+              f"median gap {fid['median_gap_deg']:+.2f} deg (|gap| {fid['median_abs_gap_deg']:.2f})")
+    if not args.supernet:
+        for a, r in zip(archs, scratch):
+            print(f"  {a.arch_id} {mix_kind(a):<6} {r['macs'] / 1e6:6.2f} MMAC "
+                  f"{r['scratch_error']:.2f} deg  {a.to_string()}")
+    if len(args.supernet) > 1:
+        print("\nside by side: " + "  ".join(
+            f"{lb}: tau {v['kendall_tau']:.3f} rho {v['spearman_rho']:.3f} "
+            f"gap {v['median_gap_deg']:+.2f}" for lb, v in report["supernets"].items()))
+    atomic_write_json(out / "ranking.json", report)
+    print(f"\nwritten {out / 'ranking.json'}")
+    return 0
+
+
+def _inherited(path: str, space: SearchSpace, splits, cfg, archs) -> list[float]:
+    from nas.evaluation import SubnetEvaluator
+    from nas.train import load_supernet
+
+    net, _ = load_supernet(path)
+    ev = SubnetEvaluator(net, space, splits, recal_images=cfg.search.recal_images,
+                         val_images=cfg.search.val_images, threads=cfg.search.threads)
+    return [round(ev.evaluate(a)["error_deg"], 4) for a in archs]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
