@@ -56,6 +56,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_space_show(a: argparse.Namespace) -> int:
+    from nas.latency.keys import all_keys
     from nas.models import GazeNet, count_macs
     from nas.space import SearchSpace
 
@@ -79,7 +80,7 @@ def cmd_space_show(a: argparse.Namespace) -> int:
         macs[name] = count_macs(GazeNet(sp, arch), (1, sp.in_channels, *arch.resolution))
     print(f"MACs: {macs['smallest'] / 1e6:.2f} M (smallest) to {macs['largest'] / 1e6:.2f} M "
           "(largest)")
-    print(f"size: {sp.size():.3e} distinct subnets; {len(sp.all_keys())} LUT keys")
+    print(f"size: {sp.size():.3e} distinct subnets; {len(all_keys(sp))} LUT keys")
     return 0
 
 

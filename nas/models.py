@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.space import Arch, LayerOp, SearchSpace, ghost_init, se_channels
+from nas.blocks import get_family, ghost_init, se_channels
+from nas.space import Arch, LayerOp, SearchSpace
 
 
 def activation(name: str | None, x: torch.Tensor) -> torch.Tensor:
@@ -157,13 +158,16 @@ class ShuffleUnit(nn.Module):
         return channel_shuffle(torch.cat([a, b], 1))
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block: the backbone of the seed study this tool automates."""
+class ResBlock(nn.Module):
+    """ResNet basic block (the backbone of the seed study this tool automates): two kxk
+    conv + BN, ReLU after the first and after the residual sum; 1x1 conv + BN shortcut when
+    the shape changes. Without `op` it is ResNet-18's 3x3 block."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, op: LayerOp | None = None):
         super().__init__()
-        self.conv1 = ConvBNAct(cin, cout, 3, stride, act="relu")
-        self.conv2 = ConvBNAct(cout, cout, 3)
+        k = op.kernel if op is not None else 3
+        self.conv1 = ConvBNAct(cin, cout, k, stride, act="relu")
+        self.conv2 = ConvBNAct(cout, cout, k)
         self.down = ConvBNAct(cin, cout, 1, stride) if stride != 1 or cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,11 +175,9 @@ class BasicBlock(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + sc)
 
 
-BLOCKS = {"mbconv": MBConv, "ghost": GhostBottleneck, "shuffle": ShuffleUnit}
-
-
 def make_block(op: LayerOp, cin: int, cout: int, stride: int) -> nn.Module:
-    return BLOCKS[op.family](cin, cout, stride, op)
+    """The static block of `op`'s family (named by its `nas.blocks` descriptor)."""
+    return get_family(op.family).static_module()(cin, cout, stride, op)
 
 
 class GazeHead(nn.Module):
@@ -224,7 +226,7 @@ class ResNetGaze(nn.Module):
         layers, cin = [], widths[0]
         for i, (w, d) in enumerate(zip(widths, depths)):
             for j in range(d):
-                layers.append(BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
+                layers.append(ResBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, outputs)

@@ -3,8 +3,9 @@
 A `SearchSpace` is loaded from YAML and validated; an `Arch` is an immutable genotype with a
 fixed-length encoding (every layer always carries its genes, depth masks the unused ones) so
 genetic operators and Optuna samplers always see the same parameter set. Layer signatures
-(LUT keys) depend only on shapes, never on positions. Nothing in here imports the rest of
-the project.
+(LUT keys, built in `nas.latency.keys`) depend only on shapes, never on positions. Block
+families are descriptors in `nas.blocks`; besides it and `nas.errors` nothing of the project
+is imported here.
 """
 
 from __future__ import annotations
@@ -17,26 +18,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from nas.blocks import ACTS, FAMILIES, check_family_name, family_of_token, get_family
 from nas.errors import UserError, read_user_yaml
 
-FAMILIES = ("mbconv", "ghost", "shuffle")
-ACTS = ("relu", "hswish")
 FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
-_FAMILY_TOKEN = {"mbconv": "mb", "ghost": "gh", "shuffle": "sh"}
-_TOKEN_FAMILY = {v: k for k, v in _FAMILY_TOKEN.items()}
-_ACT_TOKEN = {"relu": "re", "hswish": "hs"}
-_TOKEN_ACT = {v: k for k, v in _ACT_TOKEN.items()}
 SPACE_FORMAT_VERSION = 1
-
-
-def se_channels(mid: int) -> int:
-    """Squeeze-excite bottleneck width for `mid` channels (a quarter, multiple of 8, >= 8)."""
-    return max(8, int(round(mid / 4 / 8)) * 8)
-
-
-def ghost_init(channels: int) -> int:
-    """Primary-conv channels of a ghost module with ratio 2."""
-    return (channels + 1) // 2
 
 
 @dataclass(frozen=True, order=True)
@@ -50,36 +36,14 @@ class LayerOp:
     act: str = "relu"
 
     def token(self) -> str:
-        t = f"{_FAMILY_TOKEN[self.family]}_k{self.kernel}"
-        if self.family != "shuffle":
-            t += f"_e{self.expansion}"
-            if self.se:
-                t += "_se"
-        if self.family == "mbconv":
-            t += f"_{_ACT_TOKEN[self.act]}"
-        return t
+        """Canonical token, e.g. `mb_k5_e4_se_hs`; its grammar is the family descriptor's."""
+        return get_family(self.family).render_token(self)
 
     @staticmethod
     def from_token(tok: str) -> "LayerOp":
-        parts = tok.split("_")
-        if not parts or parts[0] not in _TOKEN_FAMILY:
-            raise ValueError(f"unknown layer token {tok!r}")
-        fam = _TOKEN_FAMILY[parts[0]]
-        kernel, expansion, se, act = None, 1, False, "relu"
-        for p in parts[1:]:
-            if p.startswith("k") and p[1:].isdigit():
-                kernel = int(p[1:])
-            elif p.startswith("e") and p[1:].isdigit():
-                expansion = int(p[1:])
-            elif p == "se":
-                se = True
-            elif p in _TOKEN_ACT:
-                act = _TOKEN_ACT[p]
-            else:
-                raise ValueError(f"bad part {p!r} in layer token {tok!r}")
-        if kernel is None:
-            raise ValueError(f"layer token {tok!r} has no kernel")
-        return LayerOp(fam, kernel, expansion, se, act)
+        fam_tok, *parts = tok.split("_")
+        fam = family_of_token(fam_tok)
+        return LayerOp(fam.name, **fam.parse_token(parts, tok))
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,18 +130,6 @@ def conv_out(n: int, stride: int) -> int:
     return (n - 1) // stride + 1
 
 
-def layer_key(op: LayerOp, shape: LayerShape) -> str:
-    """LUT key of one searched layer: depends on shapes and op, not on position."""
-    base = (f"{op.family}|cin={shape.cin}|cout={shape.cout}|s={shape.stride}"
-            f"|hw={shape.hw[0]}x{shape.hw[1]}|k={op.kernel}")
-    if op.family == "shuffle":
-        return base
-    base += f"|e={op.expansion}|se={int(op.se)}"
-    if op.family == "mbconv":
-        base += f"|act={op.act}"
-    return base
-
-
 @dataclass
 class SearchSpace:
     """A validated search space; see search_spaces/*.yaml for the format."""
@@ -249,23 +201,11 @@ class SearchSpace:
         blocks_in = v.map_(data, "blocks")
         blocks: dict[str, dict[str, tuple]] = {}
         for fam, spec in blocks_in.items():
-            if fam not in FAMILIES:
-                raise UserError(f"unknown block family {fam!r}; expected one of "
-                                f"{', '.join(FAMILIES)}", source=source, field=f"blocks.{fam}")
-            p = f"blocks.{fam}."
+            desc = check_family_name(fam, source, f"blocks.{fam}")
             spec = spec if isinstance(spec, dict) else v.map_(blocks_in, fam)
-            b = {"kernels": tuple(v.int_list(spec, "kernels", p, allowed=(1, 3, 5, 7)))}
-            if fam in ("mbconv", "ghost"):
-                b["expansions"] = tuple(v.int_list(spec, "expansions", p, lo=1, hi=8))
-                b["se"] = tuple(v.bool_list(spec, "se", p))
-            if fam == "mbconv":
-                b["acts"] = tuple(v.str_list(spec, "acts", p, allowed=ACTS))
-            blocks[fam] = b
+            blocks[fam] = desc.parse_options(spec, v, f"blocks.{fam}.")
         if not blocks:
             raise UserError("expected at least one block family", source=source, field="blocks")
-        if "shuffle" in blocks and any(k == 1 for k in blocks["shuffle"]["kernels"]):
-            raise UserError("shuffle kernels must be 3, 5 or 7", source=source,
-                            field="blocks.shuffle.kernels")
         head = v.map_(data, "head")
         head_width = v.int_(head, "width", "head.", lo=1)
         head_act = v.choice(head, "act", ACTS, "head.")
@@ -293,18 +233,9 @@ class SearchSpace:
     def layer_options(self) -> list[LayerOp]:
         """Every operator a layer can take, in a fixed order (the categorical gene)."""
         out: list[LayerOp] = []
-        for fam in FAMILIES:
-            b = self.blocks.get(fam)
-            if b is None:
-                continue
-            for k in b["kernels"]:
-                if fam == "shuffle":
-                    out.append(LayerOp("shuffle", k))
-                    continue
-                for e in b["expansions"]:
-                    for se in b["se"]:
-                        for act in (b["acts"] if fam == "mbconv" else ("relu",)):
-                            out.append(LayerOp(fam, k, e, se, act))
+        for fam in FAMILIES.values():  # registry order: existing encodings index into it
+            if fam.name in self.blocks:
+                out += [LayerOp(fam.name, **g) for g in fam.op_genes(self.blocks[fam.name])]
         return out
 
     @property
@@ -393,63 +324,25 @@ class SearchSpace:
         return Arch(tuple(res), int(stem), depths, widths, tuple(ops))
 
     def _extreme(self, biggest: bool) -> Arch:
+        """All layers one op: the one whose rough cost, summed over the extreme arch's
+        layers (each at its width and spatial size), is the largest / smallest. Costs grow
+        differently with width (a ResNet block is quadratic, a depthwise block nearly
+        linear), so a single reference width would misorder families."""
         pick = max if biggest else min
-        opts = self.layer_options()
-        op = pick(opts, key=lambda o: _op_cost(o, 32))
         res = pick(self.resolutions, key=lambda r: r[0] * r[1])
         stem = min(self.stem_strides) if biggest else max(self.stem_strides)
-        return Arch(res, stem, tuple(pick(s.depths) for s in self.stages),
-                    tuple(pick(s.widths) for s in self.stages),
-                    tuple((op,) * md for md in self.max_depths))
+        depths = tuple(pick(s.depths) for s in self.stages)
+        widths = tuple(pick(s.widths) for s in self.stages)
+        shapes = self._shapes(res, stem, depths, widths)
+        op = pick(self.layer_options(),
+                  key=lambda o: sum(_op_cost(o, sh.cout) * sh.hw[0] * sh.hw[1] for sh in shapes))
+        return Arch(res, stem, depths, widths, tuple((op,) * md for md in self.max_depths))
 
     def largest(self) -> Arch:
         return self._extreme(True)
 
     def smallest(self) -> Arch:
         return self._extreme(False)
-
-    def mutate(self, arch: Arch, rng: np.random.Generator, prob: float = 0.15) -> Arch:
-        """Resample each gene with probability `prob`; an op gene either tweaks one
-        attribute within its family or switches family. At least one gene changes."""
-        opts = self.layer_options()
-        for _ in range(20):
-            res, stem = arch.resolution, arch.stem_stride
-            if rng.random() < prob:
-                res = self.resolutions[rng.integers(len(self.resolutions))]
-            if rng.random() < prob:
-                stem = self.stem_strides[rng.integers(len(self.stem_strides))]
-            depths, widths, ops = list(arch.depths), list(arch.widths), []
-            for i, s in enumerate(self.stages):
-                if rng.random() < prob:
-                    depths[i] = int(s.depths[rng.integers(len(s.depths))])
-                if rng.random() < prob:
-                    widths[i] = int(s.widths[rng.integers(len(s.widths))])
-                st = []
-                for op in arch.ops[i]:
-                    if rng.random() < prob:
-                        op = self._mutate_op(op, opts, rng)
-                    st.append(op)
-                ops.append(tuple(st))
-            child = Arch(tuple(res), int(stem), tuple(depths), tuple(widths), tuple(ops))
-            if child != arch:
-                return child
-        return self.sample(rng)
-
-    def _mutate_op(self, op: LayerOp, opts: list[LayerOp], rng: np.random.Generator) -> LayerOp:
-        same = [o for o in opts if o.family == op.family and o != op
-                and sum([o.kernel != op.kernel, o.expansion != op.expansion,
-                         o.se != op.se, o.act != op.act]) == 1]
-        if same and rng.random() < 0.7:
-            return same[rng.integers(len(same))]
-        return opts[rng.integers(len(opts))]
-
-    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
-        """Uniform crossover over the fixed-length genes (stage-level for depth/width)."""
-        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
-        ops = tuple(tuple(pick(x, y) for x, y in zip(sa, sb)) for sa, sb in zip(a.ops, b.ops))
-        return Arch(pick(a.resolution, b.resolution), pick(a.stem_stride, b.stem_stride),
-                    tuple(pick(x, y) for x, y in zip(a.depths, b.depths)),
-                    tuple(pick(x, y) for x, y in zip(a.widths, b.widths)), ops)
 
     # ------------------------------------------------------------------ encodings
     def encode(self, arch: Arch) -> dict[str, int]:
@@ -487,23 +380,23 @@ class SearchSpace:
                     int(self.stem_strides[enc["stem_stride"]]), tuple(depths), tuple(widths),
                     tuple(ops))
 
-    # ------------------------------------------------------------------ shapes / LUT keys
-    def stem_key(self, resolution: tuple[int, int]) -> str:
-        return (f"stem|cin={self.in_channels}|cout={self.stem_width}|s={{s}}"
-                f"|hw={resolution[0]}x{resolution[1]}|k={self.stem_kernel}|act={self.stem_act}")
+    # ------------------------------------------------------------------ shapes
+    def _shapes(self, resolution: tuple[int, int], stem_stride: int, depths: tuple[int, ...],
+                widths: tuple[int, ...]) -> list[LayerShape]:
+        h, w = conv_out(resolution[0], stem_stride), conv_out(resolution[1], stem_stride)
+        cin, out = self.stem_width, []
+        for st, d, width in zip(self.stages, depths, widths):
+            for j in range(d):
+                s = st.stride if j == 0 else 1
+                out.append(LayerShape(cin, width, s, (h, w)))
+                h, w, cin = conv_out(h, s), conv_out(w, s), width
+        return out
 
     def layer_shapes(self, arch: Arch) -> list[tuple[LayerOp, LayerShape]]:
         """Active layers with their shapes, in forward order."""
-        h, w = arch.resolution
-        h, w = conv_out(h, arch.stem_stride), conv_out(w, arch.stem_stride)
-        cin = self.stem_width
-        out = []
-        for st, d, width, ops in zip(self.stages, arch.depths, arch.widths, arch.ops):
-            for j in range(d):
-                s = st.stride if j == 0 else 1
-                out.append((ops[j], LayerShape(cin, width, s, (h, w))))
-                h, w, cin = conv_out(h, s), conv_out(w, s), width
-        return out
+        ops = [op for stage in arch.active_ops() for op in stage]
+        return list(zip(ops, self._shapes(arch.resolution, arch.stem_stride, arch.depths,
+                                          arch.widths)))
 
     def final_shape(self, arch: Arch) -> tuple[int, tuple[int, int]]:
         h, w = arch.resolution
@@ -512,54 +405,24 @@ class SearchSpace:
             h, w = conv_out(h, st.stride), conv_out(w, st.stride)
         return arch.widths[-1], (h, w)
 
+    # ------------------------------------------------------------------ LUT keys (compat)
     def arch_keys(self, arch: Arch) -> list[str]:
-        """LUT keys of every part of `arch`: stem, searched layers, head."""
-        keys = [self.stem_key(arch.resolution).replace("{s}", str(arch.stem_stride))]
-        keys += [layer_key(op, shape) for op, shape in self.layer_shapes(arch)]
-        c, hw = self.final_shape(arch)
-        keys.append(self.head_key(c, hw))
-        return keys
+        """Compatibility for callers outside `nas.latency`: see `nas.latency.keys.arch_keys`."""
+        from nas.latency.keys import arch_keys
 
-    def head_key(self, cin: int, hw: tuple[int, int]) -> str:
-        return (f"head|cin={cin}|hw={hw[0]}x{hw[1]}|width={self.head_width}"
-                f"|out={self.outputs}|act={self.head_act}")
+        return arch_keys(self, arch)
 
     def all_keys(self) -> dict[str, tuple[str, Any]]:
-        """Every LUT key the space can produce -> (kind, spec) to build it from."""
-        opts = self.layer_options()
-        keys: dict[str, tuple[str, Any]] = {}
-        for res in self.resolutions:
-            for t in self.stem_strides:
-                keys[self.stem_key(res).replace("{s}", str(t))] = ("stem", (res, t))
-                h, w = conv_out(res[0], t), conv_out(res[1], t)
-                cins: tuple[int, ...] = (self.stem_width,)
-                for st in self.stages:
-                    for j in range(max(st.depths)):
-                        s = st.stride if j == 0 else 1
-                        for cin in cins:
-                            for cout in st.widths:
-                                if j > 0 and cin != cout:
-                                    continue
-                                shape = LayerShape(cin, cout, s, (h, w))
-                                for op in opts:
-                                    keys[layer_key(op, shape)] = ("layer", (op, shape))
-                        h, w = conv_out(h, s), conv_out(w, s)
-                        cins = st.widths
-                for c in self.stages[-1].widths:
-                    keys[self.head_key(c, (h, w))] = ("head", (c, (h, w)))
-        return keys
+        """Compatibility for callers outside `nas.latency`: see `nas.latency.keys.all_keys`."""
+        from nas.latency.keys import all_keys
+
+        return all_keys(self)
 
 
 def _op_cost(op: LayerOp, c: int) -> float:
-    """Rough MAC count of an op at c channels: only used to order ops for largest/smallest."""
-    k2 = op.kernel * op.kernel
-    if op.family == "shuffle":
-        return 2 * (c / 2) ** 2 + k2 * c / 2
-    mid = c * op.expansion
-    se = 2 * mid * se_channels(mid) / 100 if op.se else 0
-    if op.family == "ghost":
-        return c * mid / 2 + k2 * mid / 2 + mid * c / 2 + k2 * c / 2 + se + 0.1 * (op.act == "hswish")
-    return 2 * c * mid + k2 * mid + se + 0.1 * (op.act == "hswish")
+    """Rough MAC count of an op at c channels (the family's own formula): only used to order
+    ops for largest/smallest."""
+    return get_family(op.family).cost(op, c)
 
 
 class _Validator:
@@ -573,39 +436,39 @@ class _Validator:
             raise UserError("missing required field", source=self.source, field=prefix + key)
         return d[key]
 
-    def _fail(self, msg: str, field_name: str) -> None:
+    def fail(self, msg: str, field_name: str) -> None:
         raise UserError(msg, source=self.source, field=field_name)
 
     def int_(self, d: dict, key: str, prefix: str = "", lo: int | None = None) -> int:
         x = self._get(d, key, prefix)
         if not isinstance(x, int) or isinstance(x, bool) or (lo is not None and x < lo):
-            self._fail(f"expected an integer{f' >= {lo}' if lo is not None else ''}, got {x!r}",
+            self.fail(f"expected an integer{f' >= {lo}' if lo is not None else ''}, got {x!r}",
                        prefix + key)
         return x
 
     def str_(self, d: dict, key: str, prefix: str = "") -> str:
         x = self._get(d, key, prefix)
         if not isinstance(x, str) or not x:
-            self._fail(f"expected a non-empty string, got {x!r}", prefix + key)
+            self.fail(f"expected a non-empty string, got {x!r}", prefix + key)
         return x
 
     def choice(self, d: dict, key: str, allowed: Iterable, prefix: str = "") -> Any:
         x = self._get(d, key, prefix)
         allowed = tuple(allowed)
         if x not in allowed or isinstance(x, bool):
-            self._fail(f"expected one of {', '.join(map(str, allowed))}, got {x!r}", prefix + key)
+            self.fail(f"expected one of {', '.join(map(str, allowed))}, got {x!r}", prefix + key)
         return x
 
     def map_(self, d: dict, key: str, prefix: str = "") -> dict:
         x = self._get(d, key, prefix)
         if not isinstance(x, dict):
-            self._fail(f"expected a mapping, got {type(x).__name__}", prefix + key)
+            self.fail(f"expected a mapping, got {type(x).__name__}", prefix + key)
         return x
 
     def list_(self, d: dict, key: str, prefix: str = "") -> list:
         x = self._get(d, key, prefix)
         if not isinstance(x, list) or not x:
-            self._fail(f"expected a non-empty list, got {x!r}", prefix + key)
+            self.fail(f"expected a non-empty list, got {x!r}", prefix + key)
         return x
 
     def int_list(self, d: dict, key: str, prefix: str = "", lo: int | None = None,
@@ -620,15 +483,15 @@ class _Validator:
                 want = (f"one of {', '.join(map(str, allowed))}" if allowed
                         else "integers" + (f" >= {lo}" if lo is not None else "")
                         + (f" <= {hi}" if hi is not None else ""))
-                self._fail(f"expected a list of {want}, got {x!r}", prefix + key)
+                self.fail(f"expected a list of {want}, got {x!r}", prefix + key)
         if len(set(xs)) != len(xs):
-            self._fail(f"duplicate values in {xs!r}", prefix + key)
+            self.fail(f"duplicate values in {xs!r}", prefix + key)
         return xs
 
     def bool_list(self, d: dict, key: str, prefix: str = "") -> list[bool]:
         xs = self.list_(d, key, prefix)
         if not all(isinstance(x, bool) for x in xs) or len(set(xs)) != len(xs):
-            self._fail(f"expected a list of distinct true/false, got {xs!r}", prefix + key)
+            self.fail(f"expected a list of distinct true/false, got {xs!r}", prefix + key)
         return xs
 
     def str_list(self, d: dict, key: str, prefix: str = "", allowed: Iterable = ()) -> list[str]:
@@ -636,5 +499,5 @@ class _Validator:
         allowed = tuple(allowed)
         for x in xs:
             if x not in allowed:
-                self._fail(f"expected a list of {', '.join(allowed)}, got {x!r}", prefix + key)
+                self.fail(f"expected a list of {', '.join(allowed)}, got {x!r}", prefix + key)
         return xs

@@ -8,12 +8,15 @@ Each elastic module has the same child names as its static twin in `nas.models`,
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.blocks import FAMILIES, ghost_init, se_channels
 from nas.models import GazeNet, SqueezeExcite, activation, channel_shuffle, resize_to
-from nas.space import Arch, LayerOp, SearchSpace, ghost_init, se_channels
+from nas.space import Arch, LayerOp, SearchSpace
 
 
 def _crop(w: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,10 +63,13 @@ class ESqueezeExcite(SqueezeExcite):
         return x * s
 
 
+Options = Mapping[str, tuple]  # a family's validated `blocks:` section: the max sizes
+
+
 class EMBConv(nn.Module):
-    def __init__(self, cin: int, cout: int, kmax: int, emax: int):
+    def __init__(self, cin: int, cout: int, options: Options):
         super().__init__()
-        mid = cin * emax
+        mid, kmax = cin * max(options["expansions"]), max(options["kernels"])
         self.expand = EConvBN(cin, mid, 1)
         self.dw = EConvBN(mid, mid, kmax, depthwise=True)
         self.se = ESqueezeExcite(mid)
@@ -92,9 +98,9 @@ class EGhostModule(nn.Module):
 
 
 class EGhostBottleneck(nn.Module):
-    def __init__(self, cin: int, cout: int, kmax: int, emax: int):
+    def __init__(self, cin: int, cout: int, options: Options):
         super().__init__()
-        mid = cin * emax
+        mid, kmax = cin * max(options["expansions"]), max(options["kernels"])
         self.ghost1 = EGhostModule(cin, mid, kmax)
         self.dw = EConvBN(mid, mid, kmax, depthwise=True)
         self.se = ESqueezeExcite(mid)
@@ -116,9 +122,9 @@ class EGhostBottleneck(nn.Module):
 
 
 class EShuffleUnit(nn.Module):
-    def __init__(self, cin: int, cout: int, kmax: int):
+    def __init__(self, cin: int, cout: int, options: Options):
         super().__init__()
-        half = cout // 2
+        half, kmax = cout // 2, max(options["kernels"])
         self.b1_dw = EConvBN(cin, cin, kmax, depthwise=True)
         self.b1_pw = EConvBN(cin, half, 1)
         self.b2_pw1 = EConvBN(max(cin, half), half, 1)
@@ -136,20 +142,33 @@ class EShuffleUnit(nn.Module):
         return channel_shuffle(torch.cat([a, b], 1))
 
 
+class EResBlock(nn.Module):
+    """Elastic ResNet basic block: width by leading channels, kernel by centre crop."""
+
+    def __init__(self, cin: int, cout: int, options: Options):
+        super().__init__()
+        kmax = max(options["kernels"])
+        self.conv1 = EConvBN(cin, cout, kmax)
+        self.conv2 = EConvBN(cout, cout, kmax)
+        self.down = EConvBN(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
+        cin = x.shape[1]
+        y = self.conv2(self.conv1(x, cout, k=op.kernel, stride=stride, act="relu"), cout,
+                       k=op.kernel)
+        sc = x if stride == 1 and cin == cout else self.down(x, cout, stride=stride)
+        return F.relu(y + sc)
+
+
 class ElasticLayer(nn.Module):
-    """One layer slot: a max-size block per family the space offers."""
+    """One layer slot: a max-size block per family the space offers, as a child named after
+    the family (so `extract` finds it by `op.family`), in registry order."""
 
     def __init__(self, space: SearchSpace, cin: int, cout: int):
         super().__init__()
-        b = space.blocks
-        if "mbconv" in b:
-            self.mbconv = EMBConv(cin, cout, max(b["mbconv"]["kernels"]),
-                                  max(b["mbconv"]["expansions"]))
-        if "ghost" in b:
-            self.ghost = EGhostBottleneck(cin, cout, max(b["ghost"]["kernels"]),
-                                          max(b["ghost"]["expansions"]))
-        if "shuffle" in b:
-            self.shuffle = EShuffleUnit(cin, cout, max(b["shuffle"]["kernels"]))
+        for fam in FAMILIES.values():
+            if fam.name in space.blocks:
+                self.add_module(fam.name, fam.elastic_module()(cin, cout, space.blocks[fam.name]))
 
     def forward(self, x: torch.Tensor, op: LayerOp, cout: int, stride: int) -> torch.Tensor:
         return getattr(self, op.family)(x, op, cout, stride)

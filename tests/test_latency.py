@@ -17,6 +17,7 @@ from nas.latency.export import export_many
 from nas.latency.fit import (apply_correction, fidelity, fit_correction, kendall_tau,
                              kendall_tau_b, loo_predictions)
 from nas.latency.gate import Gate, pick_anchors, quiet_level, slowdown
+from nas.latency.keys import all_keys as keys_of, arch_keys
 from nas.latency.runtime import device_info, make_feed, make_session, measure, summarize
 from nas.latency.timing import Attempt, interleave, judge, neighbours, time_keys
 from nas.latency.validate import sample_archs
@@ -40,7 +41,7 @@ def eye() -> SearchSpace:
 def profiled(tiny, tmp_path_factory):
     """A table of tiny holding exactly the keys of 6 random archs (those validation samples)."""
     archs = sample_archs(tiny, 6, seed=0)
-    keys = sorted({k for a in archs for k in tiny.arch_keys(a)})
+    keys = sorted({k for a in archs for k in arch_keys(tiny, a)})
     path = tmp_path_factory.mktemp("lut") / "dev.yaml"
     lines: list[str] = []
     table = profile_space(tiny, path, workers=1, rounds=2, keys=keys, log=lines.append,
@@ -52,30 +53,30 @@ def profiled(tiny, tmp_path_factory):
 @pytest.mark.parametrize("space_name", ["tiny", "eye"])
 def test_arch_keys_are_all_in_all_keys(space_name, request):
     space = request.getfixturevalue(space_name)
-    all_keys = space.all_keys()
+    all_keys = keys_of(space)
     rng = np.random.default_rng(1)
     for _ in range(50):
         arch = space.sample(rng)
-        missing = [k for k in space.arch_keys(arch) if k not in all_keys]
+        missing = [k for k in arch_keys(space, arch) if k not in all_keys]
         assert not missing, (arch.to_string(), missing[:3])
 
 
 def test_default_space_key_count(eye, tiny):
-    assert len(eye.all_keys()) == 4189
-    assert len(tiny.all_keys()) == 446
+    assert len(keys_of(eye)) == 4271
+    assert len(keys_of(tiny)) == 466
 
 
 @pytest.mark.parametrize("space_name", ["tiny", "eye"])
 def test_modules_chain_shapes(space_name, request):
     """Each key's module produces exactly the input the arch's next part expects."""
     space = request.getfixturevalue(space_name)
-    all_keys = space.all_keys()
+    all_keys = keys_of(space)
     rng = np.random.default_rng(2)
     for _ in range(3):
         arch = space.sample(rng)
         x = torch.randn(1, space.in_channels, *arch.resolution)
         with torch.no_grad():
-            for key in space.arch_keys(arch):
+            for key in arch_keys(space, arch):
                 mod, shape = module_for_key(space, *all_keys[key])
                 assert not mod.training
                 assert tuple(x.shape) == shape, key
@@ -84,7 +85,7 @@ def test_modules_chain_shapes(space_name, request):
 
 
 def test_module_weights_are_deterministic(tiny):
-    kind, spec = next(v for v in tiny.all_keys().values() if v[0] == "layer")
+    kind, spec = next(v for v in keys_of(tiny).values() if v[0] == "layer")
     a, _ = module_for_key(tiny, kind, spec)
     b, _ = module_for_key(tiny, kind, spec)
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -92,7 +93,7 @@ def test_module_weights_are_deterministic(tiny):
 
 
 def test_export_runs_in_onnxruntime_like_torch(tiny):
-    kind, spec = next(v for k, v in tiny.all_keys().items() if k.startswith("mbconv"))
+    kind, spec = next(v for k, v in keys_of(tiny).items() if k.startswith("mbconv"))
     mod, shape = module_for_key(tiny, kind, spec)
     sess = make_session(export_onnx(mod, shape))
     feed = make_feed(sess)
@@ -103,7 +104,7 @@ def test_export_runs_in_onnxruntime_like_torch(tiny):
 
 
 def test_measure_reports_protocol_fields(tiny):
-    kind, spec = tiny.all_keys()[next(iter(tiny.all_keys()))]
+    kind, spec = keys_of(tiny)[next(iter(keys_of(tiny)))]
     sess = make_session(export_onnx(*module_for_key(tiny, kind, spec)))
     out = measure({"m": (sess, make_feed(sess))}, rounds=3, runs_per_round=4, warmup=1)
     e = out["m"]
@@ -140,7 +141,7 @@ def test_predict_is_sum_with_default_correction(profiled, tiny):
     table = LatencyTable.load(profiled["path"])
     table.correction = {"a": 1.0, "b": 0.0, "c": 0.0}
     for arch in profiled["archs"][:3]:
-        keys = tiny.arch_keys(arch)
+        keys = arch_keys(tiny, arch)
         expect = sum(table.entries[k]["p50_ms"] for k in keys)
         assert table.predict(tiny, arch) == pytest.approx(expect)
         assert table.raw_sum(tiny, arch) == (pytest.approx(expect), len(keys))
@@ -151,7 +152,7 @@ def test_predict_refuses_missing_keys(profiled, tiny):
     rng = np.random.default_rng(123)
     while True:
         arch = tiny.sample(rng)
-        miss = table.missing(tiny.arch_keys(arch))
+        miss = table.missing(arch_keys(tiny, arch))
         if miss:
             break
     with pytest.raises(UserError) as exc:
@@ -179,7 +180,7 @@ def test_resume_adds_only_missing_keys(profiled, tiny, tmp_path):
     path = tmp_path / "dev.yaml"
     path.write_text(profiled["path"].read_text())
     # the ONNX cache lives next to the LUT: a fresh folder has none, so export happens
-    extra = next(k for k in tiny.all_keys() if k not in profiled["keys"])
+    extra = next(k for k in keys_of(tiny) if k not in profiled["keys"])
     table = profile_space(tiny, path, workers=1, rounds=1, keys=profiled["keys"] + [extra],
                           log=lambda _: None, max_wait=2)
     assert table.stats["measured"] == 1 and extra in table.entries
@@ -206,7 +207,7 @@ def test_profile_rejects_unknown_keys(tiny, tmp_path):
 
 def test_parallel_export_matches_in_process(tiny, tmp_path):
     """The worker-pool path writes the same models the in-process path builds."""
-    items = list(tiny.all_keys().items())[:24]
+    items = list(keys_of(tiny).items())[:24]
     jobs = [(k, kind, spec, str(tmp_path / f"{i}.onnx")) for i, (k, (kind, spec))
             in enumerate(items)]
     export_many(tiny, jobs, workers=2, log=lambda _: None)
@@ -289,7 +290,7 @@ def test_validate_small_k(profiled, tiny):
                             max_wait=2)
     for k in ("mape", "within_5", "within_10", "kendall_tau", "n"):
         assert k in report
-    assert report["n"] == 6 and report["gate"]["anchors"] == 6
+    assert report["n"] == 6 and report["gate"]["anchors"] == len(pick_anchors(tiny))
     assert 0 <= report["within_5"] <= report["within_10"] <= 1
     assert report["mape"] >= 0 and -1 <= report["kendall_tau"] <= 1
     assert set(report["in_sample"]) >= {"mape", "within_10"}
@@ -376,15 +377,15 @@ def test_gate_slowdown_and_quiet_level():
 
 def test_anchors_are_fixed_and_cover_families(tiny):
     anchors = pick_anchors(tiny)
-    assert anchors == pick_anchors(tiny) and len(anchors) == 6
-    assert {a.split("|")[0] for a in anchors} == {"mbconv", "ghost", "shuffle"}
+    assert anchors == pick_anchors(tiny) and len(anchors) == 8
+    assert {a.split("|")[0] for a in anchors} == {"mbconv", "ghost", "shuffle", "resblock"}
 
 
 def test_gate_retimes_slowed_chunks_within_budget(tiny):
     """A reference the anchors can never reach: every round is slowed, chunks are timed
     again at once only while the budget lasts, the keys end unsettled with best-effort
     entries, and a frozen reference never moves."""
-    all_keys = tiny.all_keys()
+    all_keys = keys_of(tiny)
     anchor = pick_anchors(tiny)[0]
     keys = [k for k in all_keys if k.startswith("shuffle")][:3]
 

@@ -1,11 +1,17 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from nas.blocks import FAMILIES
 from nas.errors import UserError
-from nas.space import Arch, SearchSpace
+from nas.latency.keys import all_keys, arch_keys, layer_key
+from nas.search.operators import crossover, mutate
+from nas.space import Arch, LayerOp, LayerShape, SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_space_is_large_enough(eye_space):
@@ -13,7 +19,7 @@ def test_default_space_is_large_enough(eye_space):
     assert eye_space.in_channels == 1
     assert (36, 60) in eye_space.resolutions and len(eye_space.resolutions) >= 2
     fams = {o.family for o in eye_space.layer_options()}
-    assert fams == {"mbconv", "ghost", "shuffle"}
+    assert fams == {"mbconv", "ghost", "shuffle", "resblock"}
 
 
 def test_size_matches_brute_force_count():
@@ -69,11 +75,11 @@ def test_mutate_and_crossover_stay_in_space(eye_space):
     rng = np.random.default_rng(4)
     a, b = eye_space.sample(rng), eye_space.sample(rng)
     for _ in range(100):
-        c = eye_space.mutate(a, rng)
+        c = mutate(eye_space, a, rng)
         assert c != a
         eye_space.contains(c)
-        eye_space.contains(eye_space.crossover(a, c, rng))
-        eye_space.contains(eye_space.crossover(c, b, rng))
+        eye_space.contains(crossover(a, c, rng))
+        eye_space.contains(crossover(c, b, rng))
 
 
 def test_largest_smallest_order(eye_space):
@@ -88,14 +94,59 @@ def test_largest_smallest_order(eye_space):
 
 
 def test_keys_cover_every_arch(eye_space):
-    keys = eye_space.all_keys()
+    keys = all_keys(eye_space)
     rng = np.random.default_rng(6)
     for _ in range(300):
         a = eye_space.sample(rng)
-        for k in eye_space.arch_keys(a):
+        for k in arch_keys(eye_space, a):
             assert k in keys, k
-    k = eye_space.arch_keys(eye_space.largest())[1]
+    k = arch_keys(eye_space, eye_space.largest())[1]
     assert k.startswith("mbconv|cin=16|cout=24|s=2|hw=18x30|k=7|e=6|se=1|act=hswish")
+    assert eye_space.arch_keys(a) == arch_keys(eye_space, a)  # compatibility method
+    assert eye_space.all_keys() == keys
+
+
+SHIPPED_LUT = ROOT / "latency_tables" / "amd-epyc-2c.yaml"
+
+
+def test_existing_tokens_and_keys_unchanged(eye_space):
+    """Strings stored in LUTs, trial logs and run dirs keep their meaning."""
+    sh = LayerShape(24, 40, 2, (18, 30))
+    cases = [
+        (LayerOp("mbconv", 5, 4, True, "hswish"), "mb_k5_e4_se_hs",
+         "mbconv|cin=24|cout=40|s=2|hw=18x30|k=5|e=4|se=1|act=hswish"),
+        (LayerOp("mbconv", 3, 6, False, "relu"), "mb_k3_e6_re",
+         "mbconv|cin=24|cout=40|s=2|hw=18x30|k=3|e=6|se=0|act=relu"),
+        (LayerOp("ghost", 3, 3, True), "gh_k3_e3_se",
+         "ghost|cin=24|cout=40|s=2|hw=18x30|k=3|e=3|se=1"),
+        (LayerOp("ghost", 5, 6, False), "gh_k5_e6",
+         "ghost|cin=24|cout=40|s=2|hw=18x30|k=5|e=6|se=0"),
+        (LayerOp("shuffle", 3), "sh_k3", "shuffle|cin=24|cout=40|s=2|hw=18x30|k=3"),
+        (LayerOp("resblock", 3), "rb_k3", "resblock|cin=24|cout=40|s=2|hw=18x30|k=3"),
+    ]
+    for op, tok, key in cases:
+        assert op.token() == tok and LayerOp.from_token(tok) == op
+        assert layer_key(op, sh) == key
+    # the shipped table's keys are all still keys of the default space
+    entries = yaml.safe_load(SHIPPED_LUT.read_text())["entries"]
+    every = all_keys(eye_space)
+    assert len(entries) > 4000 and not [k for k in entries if k not in every]
+    assert {k.split("|")[0] for k in every} - {k.split("|")[0] for k in entries} == {"resblock"}
+
+
+def test_layer_options_order_is_stable(eye_space):
+    """Registry order, then each family's gene product: encodings index into this list."""
+    toks = [o.token() for o in eye_space.layer_options()]
+    assert list(FAMILIES)[:4] == ["mbconv", "ghost", "shuffle", "resblock"]
+    assert toks[:4] == ["mb_k3_e3_re", "mb_k3_e3_hs", "mb_k3_e3_se_re", "mb_k3_e3_se_hs"]
+    assert toks[36:40] == ["gh_k3_e3", "gh_k3_e3_se", "gh_k3_e4", "gh_k3_e4_se"]
+    assert toks[48:] == ["sh_k3", "sh_k5", "sh_k7", "rb_k3"]
+
+
+@pytest.mark.parametrize("tok", ["sh_k3_e4", "rb_k3_se", "mb_k3_hs", "rb", "xx_k3", "rb_k3_k5"])
+def test_bad_layer_tokens(tok):
+    with pytest.raises(ValueError):
+        LayerOp.from_token(tok)
 
 
 def _write(tmp_path, d):
@@ -109,6 +160,10 @@ def _write(tmp_path, d):
     (lambda d: d["stages"][0].update(widths=[12]), "stages[0].widths"),
     (lambda d: d["blocks"]["mbconv"].update(kernels=[4]), "blocks.mbconv.kernels"),
     (lambda d: d["blocks"].update(resnet={"kernels": [3]}), "blocks.resnet"),
+    (lambda d: d["blocks"]["resblock"].update(kernels=[7]), "blocks.resblock.kernels"),
+    (lambda d: d["blocks"]["resblock"].update(expansions=[2]), "blocks.resblock.expansions"),
+    (lambda d: d["blocks"]["shuffle"].update(kernels=[1, 3]), "blocks.shuffle.kernels"),
+    (lambda d: d["blocks"]["ghost"].pop("se"), "blocks.ghost.se"),
     (lambda d: d["input"].update(resolutions=[[36]]), "input.resolutions[0]"),
     (lambda d: d.update(task="segmentation"), "task"),
     (lambda d: d["head"].update(dropout=2), "head.dropout"),

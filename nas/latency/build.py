@@ -25,7 +25,7 @@ def _seed_for(kind: str, spec: Any) -> int:
 
 
 def module_for_key(space: SearchSpace, kind: str, spec: Any) -> tuple[nn.Module, tuple[int, ...]]:
-    """The eval-mode module of one LUT key (as `space.all_keys()` describes it) and the
+    """The eval-mode module of one LUT key (as `nas.latency.keys.all_keys` describes it) and the
     input shape (batch 1) it runs on."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed_for(kind, spec))

@@ -29,6 +29,7 @@ import torch
 import nas
 from nas.io import file_hash, atomic_write_bytes, json_hash
 from nas.latency.build import export_onnx, module_for_key
+from nas.latency.keys import all_keys as keys_of_space
 from nas.latency.progress import Progress
 from nas.latency.runtime import OPSET
 from nas.space import SearchSpace
@@ -51,10 +52,16 @@ def cache_dir(lut_path: str | Path) -> Path:
 
 
 def _blocks_source_hash() -> str:
-    """The exported graphs are the blocks' code: a change to it must not reuse old files."""
-    import nas.models
+    """The exported graphs are the blocks' code: a change to it must not reuse old files.
+    Covers `nas.models` and the module of every registered family's static block."""
+    import inspect
 
-    return file_hash(nas.models.__file__)
+    import nas.models
+    from nas.blocks import FAMILIES
+
+    files = {nas.models.__file__} | {inspect.getfile(f.static_module())
+                                     for f in FAMILIES.values()}
+    return json_hash(sorted(file_hash(f) for f in files), n=16)
 
 
 def cache_file(folder: Path, key: str) -> Path:
@@ -167,7 +174,7 @@ def _worker_main(spec_file: str) -> None:
     all_keys = None
     for i, (name, kind, spec, dest) in enumerate(payload["jobs"]):
         if kind != "arch":
-            all_keys = all_keys if all_keys is not None else space.all_keys()
+            all_keys = all_keys if all_keys is not None else keys_of_space(space)
             kind, spec = all_keys[name]
         atomic_write_bytes(dest, build_onnx(space, kind, spec))
         print(f"ok {i}", flush=True)

@@ -23,6 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
+from nas.latency.keys import all_keys
 from nas.latency.runtime import Feed
 from nas.space import SearchSpace
 
@@ -37,7 +38,7 @@ def pick_anchors(space: SearchSpace, per_family: int = ANCHORS_PER_FAMILY) -> li
     """A fixed, seeded choice of layer keys, `per_family` from each block family, so the
     gate sees compute-heavy and overhead-bound layers alike."""
     by_family: dict[str, list[str]] = {}
-    for key, (kind, spec) in space.all_keys().items():
+    for key, (kind, spec) in all_keys(space).items():
         if kind == "layer":
             by_family.setdefault(spec[0].family, []).append(key)
     rng = np.random.default_rng(20240607)

@@ -22,6 +22,7 @@ import nas
 from nas.errors import UserError
 from nas.latency.export import cache_dir, cache_file, export_many
 from nas.latency.gate import TOLERANCE, WAIT_BUDGET_S, Gate, pick_anchors
+from nas.latency.keys import all_keys as keys_of_space
 from nas.latency.progress import fmt_duration
 from nas.latency.runtime import PROTOCOL, device_info
 from nas.latency.table import LatencyTable
@@ -74,7 +75,7 @@ def profile_space(space: SearchSpace, out_path: str | Path, *, device: str | Non
     out_path = Path(out_path)
     if chunk < 1 or rounds < 1 or workers < 1:
         raise ValueError("chunk, rounds and workers must be >= 1")
-    all_keys = space.all_keys()
+    all_keys = keys_of_space(space)
     if keys is None:
         targets = list(all_keys)
     else:

@@ -17,6 +17,7 @@ import yaml
 from nas.errors import UserError
 from nas.io import atomic_write_text
 from nas.latency.fit import IDENTITY
+from nas.latency.keys import all_keys, arch_keys
 from nas.space import Arch, SearchSpace
 
 FORMAT_VERSION = 1
@@ -171,16 +172,17 @@ class LatencyTable:
         """Refuse a space this table was not built for, unless it happens to hold every key."""
         if space.space_hash() in self.space_hashes:
             return
-        miss = self.missing(space.all_keys())
+        every = all_keys(space)
+        miss = self.missing(every)
         if miss:
             raise UserError(
                 f"does not cover space {space.name!r} (hash {space.space_hash()}): "
-                f"{len(miss)} of its {len(space.all_keys())} keys are missing; run "
+                f"{len(miss)} of its {len(every)} keys are missing; run "
                 f"`gaze-nas profile --space {space.source} --out {self._where()}`",
                 source=self._where(), field="space_hash")
 
     def _keys_of(self, space: SearchSpace, arch: Arch) -> list[str]:
-        keys = space.arch_keys(arch)
+        keys = arch_keys(space, arch)
         miss = list(dict.fromkeys(self.missing(keys)))
         if miss:
             shown = ", ".join(miss[:3]) + (", ..." if len(miss) > 3 else "")

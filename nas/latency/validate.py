@@ -18,6 +18,7 @@ from nas.latency.build import export_onnx, module_for_key
 from nas.latency.export import export_many
 from nas.latency.fit import apply_correction, fidelity, fit_correction, loo_predictions
 from nas.latency.gate import WAIT_BUDGET_S, Gate
+from nas.latency.keys import all_keys as keys_of_space, arch_keys
 from nas.latency.runtime import device_info, make_feed, make_session
 from nas.latency.table import LatencyTable
 from nas.latency.timing import time_keys
@@ -57,7 +58,7 @@ def _time_gated(table: LatencyTable, space: SearchSpace, names: list[str],
     like profiling but against the reference the table was profiled with: a chunk timed
     while the machine ran slower than then is timed again, so a slowed machine cannot pass
     for a wrong correction."""
-    all_keys = space.all_keys()
+    all_keys = keys_of_space(space)
     ref = {k: float(v) for k, v in (table.meta.get("anchors") or {}).items()
            if k in all_keys and isinstance(v, (int, float)) and v > 0}
     anchor_sessions = {}
@@ -96,7 +97,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, samples: int = 40, s
     for w in table.check_device(device_info(table.device)):
         log(f"warning: {w}")
     archs = sample_archs(space, samples, seed)
-    missing = sorted({k for a in archs for k in table.missing(space.arch_keys(a))})
+    missing = sorted({k for a in archs for k in table.missing(arch_keys(space, a))})
     if missing:
         raise UserError(f"lacks {len(missing)} key(s) needed by the sampled subnets of "
                         f"{space.name!r}, e.g. {missing[0]}; run `gaze-nas profile --space "

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import UserError
+from nas.search.operators import crossover, mutate
 from nas.search.pareto import crowding_distance, nondominated_sort
 from nas.search.strategy import Strategy
 from nas.space import Arch, SearchSpace
@@ -126,8 +127,8 @@ class Evolution(Strategy):
         p1 = self._tournament()
         if self._rng.random() < self.options["crossover_prob"]:
             p2 = self._tournament()
-            p1 = self.space.crossover(p1, p2, self._rng)
-        return self.space.mutate(p1, self._rng, self.options["mutation_prob"])
+            p1 = crossover(p1, p2, self._rng)
+        return mutate(self.space, p1, self._rng, self.options["mutation_prob"])
 
     def _survive(self) -> None:
         """Merge results told since the last call into the population (mu + lambda)."""
