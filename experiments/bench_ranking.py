@@ -15,27 +15,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.config import load_config  # noqa: E402
 from nas.io import atomic_write_json, file_hash, json_hash  # noqa: E402
+from nas.parallel import map_spawned  # noqa: E402
 from nas.pipeline import load_splits  # noqa: E402
 from nas.ranking import (ScratchCache, fidelity, mix_kind, scratch_error,  # noqa: E402
                          select_archs)
 from nas.space import SearchSpace  # noqa: E402
-from nas.train import StandaloneConfig  # noqa: E402
+from nas.train import StandaloneConfig, scratch_schedule  # noqa: E402
 
 
 def _scratch_job(config_path: str, arch_string: str, sched: dict, seed: int, val_images: int):
     """One from-scratch training in a worker process (one torch thread)."""
-    import torch
-
-    torch.set_num_threads(1)
     cfg = load_config(config_path)
     space = SearchSpace.load(cfg.space)
     splits = load_splits(cfg, lambda _m: None)
@@ -57,10 +53,7 @@ def main() -> int:
     cfg = load_config(args.config)
     space = SearchSpace.load(cfg.space)
     splits = load_splits(cfg, print)
-    t = cfg.train
-    sched = asdict(StandaloneConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                    weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
-                                    channels_last=t.channels_last, threads=1))
+    sched = asdict(scratch_schedule(cfg.train))
     val_images = cfg.search.val_images
     archs = select_archs(space, k, args.seed)
     out = Path(args.out)
@@ -69,22 +62,22 @@ def main() -> int:
             for a in archs}
     todo = [a for a in archs if cache.get(keys[a]) is None]
     print(f"bench_ranking: {k} archs ({sum(mix_kind(a) != 'single' for a in archs)} mixing "
-          f"families); {len(todo)} to train from scratch ({t.epochs} epochs each)")
+          f"families); {len(todo)} to train from scratch ({cfg.train.epochs} epochs each)")
     t0 = time.time()
-    if todo:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
-            futs = {pool.submit(_scratch_job, args.config, a.to_string(), sched, cfg.seed,
-                                val_images): a for a in todo}
-            for i, fut in enumerate(as_completed(futs), 1):
-                a = futs[fut]
-                row = fut.result()
-                row["key"] = keys[a]
-                cache.put(row)
-                el = time.time() - t0
-                print(f"  scratch {i}/{len(todo)}: {a.arch_id} {row['scratch_error']:.2f} deg "
-                      f"({row['train_s']:.0f} s) ETA {el / i * (len(todo) - i) / 60:.1f} min",
-                      flush=True)
+    done = [0]
+
+    def keep(job: tuple, row: dict) -> None:
+        a = space.parse(job[1])
+        row["key"] = keys[a]
+        cache.put(row)
+        done[0] += 1
+        el = time.time() - t0
+        print(f"  scratch {done[0]}/{len(todo)}: {a.arch_id} {row['scratch_error']:.2f} deg "
+              f"({row['train_s']:.0f} s) ETA {el / done[0] * (len(todo) - done[0]) / 60:.1f} min",
+              flush=True)
+
+    map_spawned(_scratch_job, [(args.config, a.to_string(), sched, cfg.seed, val_images)
+                               for a in todo], args.workers, keep)
     scratch = [cache.get(keys[a]) for a in archs]
     report = {"config": args.config, "k": k, "seed": args.seed, "schedule": sched,
               "data": splits.fingerprint, "val_images": val_images,

@@ -26,7 +26,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from nas.io import atomic_write_json
     from nas.pipeline import run
 
-    cfg = load_config(a.config)
+    cfg = getattr(a, "config_obj", None) or load_config(a.config)
     out = Path(a.out or Path("runs") / cfg.name)
     atomic_write_json(out / "run_config.json", cfg.to_dict())
     m = run(cfg, out, log)
@@ -184,6 +184,47 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from nas.evaluation import SubnetEvaluator
+    from nas.export import export_subnet
+    from nas.finetune import FinetuneConfig, finetune_subnet
+    from nas.io import file_hash
+    from nas.pipeline import find_arch
+    from nas.train import load_supernet
+
+    if a.epochs < 1 or a.lr <= 0 or not 0 <= a.kd <= 1:
+        raise UserError("expected --epochs >= 1, --lr > 0 and --kd in [0, 1]", field="finetune")
+    run_dir, out = Path(a.run), Path(a.out)
+    sup, space, splits, cfg = _run_context(run_dir)
+    arch = find_arch(run_dir, space, a.arch)
+    net, _ = load_supernet(sup)
+    s = cfg.get("search", {})
+    ev = SubnetEvaluator(net, space, splits, recal_images=s.get("recal_images", 512),
+                         val_images=s.get("val_images", 2000))
+    ft = FinetuneConfig(epochs=a.epochs, lr=a.lr, kd_weight=a.kd)
+    tuned, rec = finetune_subnet(ev, arch, splits, ft, cfg["seed"], out / "finetune",
+                                 file_hash(sup), log)
+    better = rec["error_finetuned"] < rec["error_inherited"]
+    model = tuned if better else ev.subnet(arch)
+    card = export_subnet(model, space, out, extra={
+        "error_deg": min(rec["error_finetuned"], rec["error_inherited"]),
+        "error_inherited_deg": rec["error_inherited"],
+        "error_finetuned_deg": rec["error_finetuned"],
+        "weights": "finetuned" if better else "inherited", "finetune": vars(ft)})
+    print(f"{out}: {card['arch_id']} inherited {rec['error_inherited']:.2f} -> fine-tuned "
+          f"{rec['error_finetuned']:.2f} deg; exported {card['weights']} weights")
+    return 0
+
+
+def cmd_baselines(a: argparse.Namespace) -> int:
+    from nas.config import load_config
+
+    cfg = load_config(a.config)
+    cfg.baselines.enabled = True
+    a.config_obj = cfg
+    return cmd_run(a)
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gaze-nas", description=(
@@ -242,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--arch", required=True, help="arch_id from the run, or a canonical string")
     ex.add_argument("--out", required=True)
     ex.set_defaults(fn=cmd_export)
+
+    ft = sub.add_parser("finetune", help="fine-tune one subnet from its inherited weights, "
+                        "then export it")
+    ft.add_argument("--run", required=True)
+    ft.add_argument("--arch", required=True, help="arch_id from the run, or a canonical string")
+    ft.add_argument("--epochs", type=int, default=2)
+    ft.add_argument("--lr", type=float, default=1e-3)
+    ft.add_argument("--kd", type=float, default=0.0,
+                    help="weight of distillation from the supernet's largest subnet (0-1)")
+    ft.add_argument("--out", required=True)
+    ft.set_defaults(fn=cmd_finetune)
+
+    bl = sub.add_parser("baselines", help="run a config with the seed study's hand-designed "
+                        "baselines (reuses finished stages), writes baselines.json")
+    bl.add_argument("config")
+    bl.add_argument("--out", help="run folder (default runs/<name>)")
+    bl.set_defaults(fn=cmd_baselines)
     return p
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError, read_user_yaml
+from nas.finetune import FinetuneConfig
 from nas.train import SAMPLINGS, TrainConfig
 
 
@@ -39,6 +40,13 @@ class SearchConfig:
 
 
 @dataclass
+class BaselinesConfig:
+    enabled: bool = False         # the seed study's hand-designed nets (minutes of training)
+    lr_sweep: bool = True         # plus the seed's learning-rate sweep on the Ghost net
+    workers: int = 2              # training processes (one torch thread each)
+
+
+@dataclass
 class ExperimentConfig:
     name: str
     seed: int
@@ -47,13 +55,16 @@ class ExperimentConfig:
     train: TrainConfig
     latency: LatencyConfig
     search: SearchConfig
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     source: str = "<dict>"
     raw: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "space": str(self.space),
                 "data": asdict(self.data), "train": asdict(self.train),
-                "latency": asdict(self.latency), "search": asdict(self.search)}
+                "latency": asdict(self.latency), "search": asdict(self.search),
+                "finetune": asdict(self.finetune), "baselines": asdict(self.baselines)}
 
 
 _SECTIONS = {"data": DataConfig, "latency": LatencyConfig, "search": SearchConfig}
@@ -102,7 +113,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
     src = str(path)
     if not isinstance(d, dict):
         raise UserError("expected a mapping at the top level", source=src)
-    known = {"version", "name", "seed", "space", "data", "train", "latency", "search"}
+    known = {"version", "name", "seed", "space", "data", "train", "latency", "search", "finetune",
+             "baselines"}
     for k in d:
         if k not in known:
             raise UserError(f"unknown field; expected one of {', '.join(sorted(known))}",
@@ -134,7 +146,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
     search = _section(SearchConfig, d.get("search"), "search", src)
     if search.evals < 1:
         raise UserError("expected evals >= 1", source=src, field="search.evals")
-    return ExperimentConfig(name, seed, space, data, train, latency, search, src, d)
+    finetune = _section(FinetuneConfig, d.get("finetune"), "finetune", src)
+    if finetune.epochs and (finetune.lr <= 0 or finetune.batch_size < 2
+                            or not 0 <= finetune.kd_weight <= 1):
+        raise UserError("expected lr > 0, batch_size >= 2 and kd_weight in [0, 1]",
+                        source=src, field="finetune")
+    baselines = _section(BaselinesConfig, d.get("baselines"), "baselines", src)
+    return ExperimentConfig(name, seed, space, data, train, latency, search, finetune,
+                            baselines, src, d)
 
 
 def resolve_path(value: str, config_path: Path, field_name: str) -> Path:

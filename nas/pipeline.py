@@ -45,12 +45,9 @@ def load_splits(cfg: ExperimentConfig, log: Log):
 
 
 def splits_from(data: dict, seed: int, source: str, log: Log):
-    """The data splits a config's `data` section describes, checked (no NaN, none empty)."""
-    from nas.gaze.data import synthetic_splits
+    from nas.gaze.data import splits_from as _splits_from
 
-    splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
-    splits.check(source)
-    return splits
+    return _splits_from(data, seed, source, log)
 
 
 def ensure_supernet(cfg: ExperimentConfig, space: SearchSpace, splits, out: Path, log: Log,
@@ -173,8 +170,12 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
                                log=log)
         if res.get("resumed_complete"):
             info["status"] = "reused"
+    with clock.stage("finetune") as info:
+        tuned = finetune_best(cfg, space, res, splits, out / "finetune", log, info)
     with clock.stage("export") as info:
-        exported = export_best(space, res, out / "export", table, log)
+        exported = export_best(space, res, out / "export", table, log, tuned)
+    with clock.stage("baselines") as info:
+        baselines = ensure_baselines(cfg, space, splits, out, table, res, log, info)
     from nas.evaluation import mean_gaze_error
     from nas.report import write_report
     from nas.train import load_checkpoint
@@ -195,6 +196,7 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
         "lut_fidelity": {k: fidelity.get(k) for k in ("mape", "within_5", "within_10",
                                                      "kendall_tau", "n")},
         "exported": exported,
+        "baselines": baselines,
     }
     atomic_write_json(out / "manifest.json", manifest)
     write_report(out, manifest, res, json.loads(sup_meta.get("history", "[]")))
@@ -202,34 +204,128 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
     return manifest
 
 
-def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log) -> list[dict]:
-    """Export the best subnet under each budget (skipping ones already exported)."""
+def _budget_picks(res: dict) -> dict[str, dict]:
+    """The distinct subnets the budgets picked (arch_id -> best_per_budget row + budgets)."""
+    picks: dict[str, dict] = {}
+    for b in res["best_per_budget"]:
+        if b.get("arch_id"):
+            picks.setdefault(b["arch_id"], {**b, "budgets_ms": []})["budgets_ms"].append(
+                b["budget_ms"])
+    return picks
+
+
+def finetune_best(cfg: ExperimentConfig, space: SearchSpace, res: dict, splits, out: Path,
+                  log: Log, info: dict) -> dict[str, tuple]:
+    """Fine-tune every budget's best subnet from its inherited weights (once per subnet)."""
+    from nas.finetune import finetune_subnet
+
+    if cfg.finetune.epochs == 0:
+        info["status"] = "skipped"
+        return {}
+    ev = res["evaluator"]
+    tuned, reused = {}, 0
+    for arch_id, b in _budget_picks(res).items():
+        net, rec = finetune_subnet(ev, space.parse(b["arch"]), splits, cfg.finetune, cfg.seed,
+                                   out, ev.cache_tag, log)
+        tuned[arch_id] = (net, rec)
+        reused += rec["reused"]
+    if tuned and reused == len(tuned):
+        info["status"] = "reused"
+    return tuned
+
+
+def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
+                tuned: dict[str, tuple] | None = None) -> list[dict]:
+    """Export the best subnet under each budget, once per distinct subnet: its fine-tuned
+    weights where fine-tuning beat the inherited ones, else the inherited weights."""
     from nas.export import export_subnet
 
     ev = res["evaluator"]
-    cards, seen = [], set()
-    for b in res["best_per_budget"]:
-        if not b.get("arch_id") or b["arch_id"] in seen:
-            continue
-        seen.add(b["arch_id"])
-        d = out / b["arch_id"]
+    tuned = tuned or {}
+    cards = []
+    for arch_id, b in _budget_picks(res).items():
+        d = out / arch_id
+        net, rec = tuned.get(arch_id, (None, None))
+        use_tuned = rec is not None and rec["error_finetuned"] < rec["error_inherited"]
+        extra = {
+            "error_deg": rec["error_finetuned"] if use_tuned else b["error_deg"],
+            "error_inherited_deg": b["error_deg"],
+            "error_finetuned_deg": rec["error_finetuned"] if rec else None,
+            "weights": "finetuned" if use_tuned else "inherited",
+            "weights_note": ("fine-tuned standalone from the inherited supernet weights"
+                             if use_tuned else
+                             "inherited supernet weights, BN recalibrated"
+                             + (" (fine-tuning did not lower the error)" if rec else "")),
+            "latency_ms_predicted": b["latency_ms"], "device": table.meta.get("device"),
+            "budgets_ms": b["budgets_ms"], "supernet_hash": res.get("meta", {}).get("supernet"),
+            "lut_hash": table_hash(table)}
         card_path = d / "card.json"
         if card_path.exists():
             card = json.loads(card_path.read_text())
-            if card.get("supernet_hash") == res.get("meta", {}).get("supernet"):
+            if all(card.get(k) == v for k, v in extra.items()):
                 cards.append(card)
                 continue
-        arch = space.parse(b["arch"])
-        net = ev.subnet(arch)
-        card = export_subnet(net, space, d, extra={
-            "error_deg": b["error_deg"], "latency_ms_predicted": b["latency_ms"],
-            "device": table.meta.get("device"), "budgets_ms": [x["budget_ms"] for x in
-                                                               res["best_per_budget"]
-                                                               if x.get("arch_id") == b["arch_id"]],
-            "supernet_hash": res.get("meta", {}).get("supernet"), "lut_hash": table_hash(table)})
-        log(f"export: {b['arch_id']} -> {d} (onnx diff {card['onnx']['max_abs_diff_vs_torch']:.1e})")
+        model = net if use_tuned else ev.subnet(space.parse(b["arch"]))
+        card = export_subnet(model, space, d, extra=extra)
+        log(f"export: {arch_id} ({extra['weights']}, {extra['error_deg']:.2f} deg) -> {d} "
+            f"(onnx diff {card['onnx']['max_abs_diff_vs_torch']:.1e})")
         cards.append(card)
     return cards
+
+
+def ensure_baselines(cfg: ExperimentConfig, space: SearchSpace, splits, out: Path, table,
+                     res: dict, log: Log, info: dict) -> list[dict]:
+    """Train the seed study's hand-designed nets, time them and the searched front end to
+    end in one interleaved run on this machine, and say which searched subnet dominates
+    each; writes baselines.json and marks them on the Pareto plot."""
+    from nas.baselines import dominators, rebuild, run_baselines, speedup_at_error, time_end_to_end
+    from nas.latency.runtime import device_info
+    from nas.search import replot
+    from nas.train import scratch_schedule
+
+    if not cfg.baselines.enabled:
+        info["status"] = "skipped"
+        return []
+    here = device_info()["device"]
+    if table.meta.get("device") != here:
+        raise UserError(f"baselines are timed on this machine ({here}), but the run's table "
+                        f"is for {table.meta.get('device')!r}; use this machine's table",
+                        source=cfg.source, field="baselines.enabled")
+    rows = run_baselines(space, asdict(cfg.data), splits, scratch_schedule(cfg.train),
+                         cfg.seed, cfg.search.val_images, out / "baselines",
+                         lr_sweep=cfg.baselines.lr_sweep, workers=cfg.baselines.workers,
+                         log=log)
+    ev = res["evaluator"]
+    nets = {}
+    for r in rows:
+        net, bspace = rebuild(r)
+        nets[f"baseline:{r['name']}"] = (net, (1, space.in_channels, *bspace.resolutions[0]))
+    for p in res["front"]:
+        arch = space.parse(p["arch"])
+        nets[p["arch_id"]] = (ev.subnet(arch), (1, space.in_channels, *arch.resolution))
+    log(f"baselines: timing {len(rows)} baselines and {len(res['front'])} front subnets end "
+        f"to end (interleaved)")
+    ms = time_end_to_end(nets, rounds=cfg.latency.rounds)
+    front = [{"arch_id": p["arch_id"], "error_deg": p["error_deg"],
+              "latency_ms": round(ms[p["arch_id"]], 5),
+              "latency_ms_lut": p["latency_ms"]} for p in res["front"]]
+    table_rows = []
+    for r in rows:
+        row = {k: r[k] for k in ("name", "arch", "arch_string", "error_deg", "params", "macs",
+                                 "lr")}
+        row.update({k: r[k] for k in ("d",) if k in r})
+        row["latency_ms"] = round(ms[f"baseline:{r['name']}"], 5)
+        dom = sorted(dominators(row, front), key=lambda p: p["latency_ms"])
+        row["dominated_by"] = [p["arch_id"] for p in dom]
+        sp = speedup_at_error(row, front)
+        row["speedup_at_equal_error"] = round(sp, 3) if sp else None
+        table_rows.append(row)
+    from nas.io import atomic_write_json
+
+    atomic_write_json(out / "baselines.json", table_rows)
+    atomic_write_json(out / "search" / "front_measured.json", front)
+    replot(out / "search", table_rows)
+    return table_rows
 
 
 def find_arch(run_dir: Path, space: SearchSpace, arch: str) -> Arch:

@@ -297,6 +297,13 @@ class StandaloneConfig:
     threads: int = 1
 
 
+def scratch_schedule(cfg: TrainConfig) -> StandaloneConfig:
+    """The supernet's own schedule for one static net: same epochs, batch, lr, warmup."""
+    return StandaloneConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                            channels_last=cfg.channels_last, threads=1)
+
+
 def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneConfig,
                      seed: int, resolution: tuple[int, int] | None = None,
                      teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,

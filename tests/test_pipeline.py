@@ -24,6 +24,7 @@ CONFIG = {
     "latency": {"validate_samples": 5, "rounds": 2, "workers": 2},
     "search": {"strategy": "evolution", "evals": 16, "batch": 4, "budgets_ms": [],
                "recal_images": 128, "val_images": 128, "threads": 1},
+    "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 64, "warmup_steps": 2, "threads": 1},
 }
 
 
@@ -57,6 +58,48 @@ def test_run_writes_every_artifact(tiny_run):
         card = json.loads(c.read_text())
         x = np.random.rand(2, *card["input"]["shape"][1:]).astype(np.float32)
         assert sess.run(None, {"input": x})[0].shape == (2, 2)
+
+
+def test_every_budget_exported_once_with_finetune_record(tiny_run):
+    out, _ = tiny_run
+    best = json.loads((out / "search" / "best_per_budget.json").read_text())
+    picked = {b["arch_id"] for b in best if b.get("arch_id")}
+    cards = {json.loads(c.read_text())["arch_id"]: json.loads(c.read_text())
+             for c in (out / "export").glob("*/card.json")}
+    assert set(cards) == picked  # one export per distinct pick, none missing
+    for c in cards.values():
+        assert c["weights"] in ("finetuned", "inherited")
+        assert c["error_finetuned_deg"] is not None
+        assert c["error_deg"] == min(c["error_finetuned_deg"], c["error_inherited_deg"])
+        assert sorted(c["budgets_ms"]) == sorted(b["budget_ms"] for b in best
+                                                 if b.get("arch_id") == c["arch_id"])
+    report = (out / "report.md").read_text()
+    assert "fine-tuned (deg)" in report
+    if len(picked) < len([b for b in best if b.get("arch_id")]):
+        assert "share" in report
+
+
+def test_baselines_trained_timed_and_compared(tiny_run, monkeypatch):
+    out, cfg = tiny_run
+    c = yaml.safe_load(cfg.read_text())
+    c["baselines"] = {"lr_sweep": False, "workers": 1}
+    cfg2 = cfg.parent / "tiny_bl.yaml"
+    cfg2.write_text(yaml.safe_dump(c))
+    assert main(["baselines", str(cfg2), "--out", str(out)]) == 0
+    rows = json.loads((out / "baselines.json").read_text())
+    names = {r["name"] for r in rows}
+    assert {"resnet4", "shufflenet4", "ghost4-d1", "ghost4-d7", "mobilenetv3s"} <= names
+    front = json.loads((out / "search" / "front_measured.json").read_text())
+    for r in rows:
+        assert {"name", "arch", "error_deg", "latency_ms", "params", "macs"} <= set(r)
+        assert r["latency_ms"] > 0 and np.isfinite(r["error_deg"])
+        for arch_id in r["dominated_by"]:  # dominance is real: lower error AND latency
+            p = next(f for f in front if f["arch_id"] == arch_id)
+            assert p["error_deg"] < r["error_deg"] and p["latency_ms"] < r["latency_ms"]
+    report = (out / "report.md").read_text()
+    assert "Hand-designed baselines" in report and "resnet4" in report
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage_status"]["train"] == "reused" and m["stage_status"]["baselines"] == "ran"
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):

@@ -51,6 +51,14 @@ def synthetic_splits(n_train: int, n_val: int, seed: int, workers: int = 1,
                       va["gaze"].astype(np.float32), fp)
 
 
+def splits_from(data: dict, seed: int, source: str, log: Callable[[str], None] = print
+                ) -> GazeSplits:
+    """The data splits a config's `data` section describes, checked (no NaN, none empty)."""
+    splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
+    splits.check(source)
+    return splits
+
+
 def to_input(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]: the networks' input convention."""
     return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)

@@ -6,11 +6,11 @@ from nas.search.evolution import Evolution
 from nas.search.pareto import (best_under_budget, crowding_distance, hypervolume_2d,
                                non_dominated_mask, nondominated_sort)
 from nas.search.random_search import RandomSearch
-from nas.search.runner import load_front, read_trials, run_search, write_outputs
+from nas.search.runner import load_front, read_trials, replot, run_search, write_outputs
 from nas.search.strategy import Strategy, known_strategies, make_strategy, register_strategy
 
 __all__ = [
     "Evolution", "RandomSearch", "Strategy", "best_under_budget", "crowding_distance",
     "hypervolume_2d", "known_strategies", "load_front", "make_strategy", "non_dominated_mask",
-    "nondominated_sort", "read_trials", "register_strategy", "run_search", "write_outputs",
+    "nondominated_sort", "read_trials", "register_strategy", "replot", "run_search", "write_outputs",
 ]

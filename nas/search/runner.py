@@ -384,10 +384,25 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
     return {"front": front, "best_per_budget": best, "summary": summary}
 
 
+def replot(out_dir: str | Path, markers: Sequence[dict]) -> Path:
+    """Redraw a finished search's pareto.png with extra labelled points (e.g. hand-designed
+    baselines: dicts with `name` and the two objective keys)."""
+    out_dir = Path(out_dir)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    objectives = summary["objectives"]
+    _, F = _feasible_matrix(read_trials(out_dir / "trials.csv"), objectives)
+    front = json.loads((out_dir / "pareto.json").read_text())
+    best = json.loads((out_dir / "best_per_budget.json").read_text())
+    path = out_dir / "pareto.png"
+    _plot(path, F, front, best, objectives, summary.get("meta") or {}, markers)
+    return path
+
+
 def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
-          objectives: Sequence[str], meta: dict) -> None:
-    """Every trial light, the front as a step line, budgets dashed with their pick circled.
-    Uses the Agg canvas directly: no pyplot state, no switch of the caller's backend."""
+          objectives: Sequence[str], meta: dict, markers: Sequence[dict] = ()) -> None:
+    """Every trial light, the front as a step line, budgets dashed with their pick circled,
+    `markers` (baselines) as labelled crosses. Uses the Agg canvas directly: no pyplot
+    state, no switch of the caller's backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -415,6 +430,13 @@ def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
                     xytext=(8, 8), textcoords="offset points", fontsize=7, color=color,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
                           "alpha": 0.85}, zorder=5)
+    for j, m in enumerate(markers):
+        ax.plot([m[lat_key]], [m[err_key]], "X", color="C3", ms=7,
+                label="hand-designed baselines" if j == 0 else None, zorder=4)
+        ax.annotate(m["name"], (m[lat_key], m[err_key]), xytext=(5, -9),
+                    textcoords="offset points", fontsize=6.5, color="C3", zorder=5)
+    if markers:
+        ax.set_xscale("log")
     ax.set_xlabel("latency (ms)" if lat_key == "latency_ms" else lat_key)
     ax.set_ylabel("angular error (deg)" if err_key == "error_deg" else err_key)
     where = [f"{k} {meta[k]}" for k in ("space", "device") if meta.get(k)]
