@@ -13,12 +13,15 @@ Spearman rho and the median gap, plus every pair.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
 
 from nas.config import load_config  # noqa: E402
 from nas.io import atomic_write_json, file_hash, json_hash  # noqa: E402
@@ -47,6 +50,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="6 archs: a smaller check")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="arch selection seed")
+    ap.add_argument("--scratch-seeds", type=int, default=1,
+                    help="train each arch from scratch with this many seeds; the ground "
+                         "truth is their mean and seed-vs-seed tau is the noise ceiling")
+    ap.add_argument("--archs", help="reuse the arch list of an earlier ranking.json")
     ap.add_argument("--out", default="runs/bench_ranking")
     args = ap.parse_args()
     k = 6 if args.quick else args.k
@@ -55,35 +62,56 @@ def main() -> int:
     splits = load_splits(cfg, print)
     sched = asdict(scratch_schedule(cfg.train))
     val_images = cfg.search.val_images
-    archs = select_archs(space, k, args.seed)
+    if args.archs:
+        listed = json.loads(Path(args.archs).read_text())["archs"]
+        archs = [space.parse(a["arch"]) for a in listed]
+        k = len(archs)
+    else:
+        archs = select_archs(space, k, args.seed)
     out = Path(args.out)
     cache = ScratchCache(out / "scratch.jsonl")
-    keys = {a: json_hash([a.to_string(), splits.fingerprint, sched, cfg.seed, val_images])
-            for a in archs}
-    todo = [a for a in archs if cache.get(keys[a]) is None]
+    seeds = [cfg.seed + i for i in range(args.scratch_seeds)]
+    jobs = {(a, sd): json_hash([a.to_string(), splits.fingerprint, sched, sd, val_images])
+            for a in archs for sd in seeds}
+    todo = [(a, sd) for (a, sd), key in jobs.items() if cache.get(key) is None]
     print(f"bench_ranking: {k} archs ({sum(mix_kind(a) != 'single' for a in archs)} mixing "
-          f"families); {len(todo)} to train from scratch ({cfg.train.epochs} epochs each)")
-    t0 = time.time()
-    done = [0]
+          f"families); {len(todo)} from-scratch trainings to run ({cfg.train.epochs} epochs "
+          f"each, seeds {seeds})")
+    t0, done = time.time(), [0]
 
     def keep(job: tuple, row: dict) -> None:
-        a = space.parse(job[1])
-        row["key"] = keys[a]
+        a, sd = space.parse(job[1]), job[3]
+        row["key"], row["seed"] = jobs[(a, sd)], sd
         cache.put(row)
         done[0] += 1
         el = time.time() - t0
-        print(f"  scratch {done[0]}/{len(todo)}: {a.arch_id} {row['scratch_error']:.2f} deg "
-              f"({row['train_s']:.0f} s) ETA {el / done[0] * (len(todo) - done[0]) / 60:.1f} min",
-              flush=True)
+        print(f"  scratch {done[0]}/{len(todo)}: {a.arch_id} seed {sd} "
+              f"{row['scratch_error']:.2f} deg ({row['train_s']:.0f} s) "
+              f"ETA {el / done[0] * (len(todo) - done[0]) / 60:.1f} min", flush=True)
 
-    map_spawned(_scratch_job, [(args.config, a.to_string(), sched, cfg.seed, val_images)
-                               for a in todo], args.workers, keep)
-    scratch = [cache.get(keys[a]) for a in archs]
+    # largest first: the pool's tail is then short jobs, so both workers finish together
+    order = sorted(todo, key=lambda j: -sum(j[0].depths) * sum(j[0].widths) * j[0].resolution[0])
+    map_spawned(_scratch_job, [(args.config, a.to_string(), sched, sd, val_images)
+                               for a, sd in order], args.workers, keep)
+    per_seed = {sd: [cache.get(jobs[(a, sd)])["scratch_error"] for a in archs] for sd in seeds}
+    truth = [float(np.mean([per_seed[sd][i] for sd in seeds])) for i in range(len(archs))]
+    macs = [cache.get(jobs[(a, seeds[0])])["macs"] for a in archs]
     report = {"config": args.config, "k": k, "seed": args.seed, "schedule": sched,
-              "data": splits.fingerprint, "val_images": val_images,
+              "data": splits.fingerprint, "val_images": val_images, "scratch_seeds": seeds,
               "archs": [{"arch": a.to_string(), "arch_id": a.arch_id, "mix": mix_kind(a),
-                         "macs": r["macs"], "scratch_error": r["scratch_error"]}
-                        for a, r in zip(archs, scratch)], "supernets": {}}
+                         "macs": m, "scratch_error": round(t, 4),
+                         "scratch_by_seed": [per_seed[sd][i] for sd in seeds]}
+                        for i, (a, m, t) in enumerate(zip(archs, macs, truth))],
+              "supernets": {}}
+    if len(seeds) > 1:
+        # The ceiling: how well one from-scratch training ranks another (seed noise).
+        ceil = fidelity(per_seed[seeds[1]], per_seed[seeds[0]])
+        report["seed_vs_seed"] = ceil
+        print(f"noise ceiling (from scratch, seed {seeds[0]} vs {seeds[1]}): Kendall tau "
+              f"{ceil['kendall_tau']:.3f}, Spearman rho {ceil['spearman_rho']:.3f}, "
+              f"median |gap| {ceil['median_abs_gap_deg']:.2f} deg; ground truth = mean of "
+              f"{len(seeds)} seeds")
+    scratch = [{"scratch_error": t, "macs": m} for t, m in zip(truth, macs)]
     for spec in args.supernet:
         label, _, path = spec.partition("=")
         if not path:

@@ -216,3 +216,50 @@ def time_end_to_end(nets: dict[str, tuple], rounds: int = 5) -> dict[str, float]
         sess = make_session(onnx_bytes(net.eval(), shape, dynamic_batch=False))
         sessions[name] = (sess, make_feed(sess))
     return {k: v["p50_ms"] for k, v in measure(sessions, rounds=rounds).items()}
+
+
+def _front_job(space_raw: dict, arch_string: str, data: dict, seed: int, sched: dict,
+               val_images: int) -> dict:
+    """One searched arch trained from scratch in a worker process, as the baselines are."""
+    from nas.gaze.data import splits_from
+    from nas.ranking import scratch_error
+    from nas.train import StandaloneConfig
+
+    space = SearchSpace.from_dict(space_raw, source="run space")
+    splits = splits_from(data, seed, "config", lambda _m: None)
+    return scratch_error(space, space.parse(arch_string), splits, StandaloneConfig(**sched),
+                         seed, val_images)
+
+
+def train_front(space: SearchSpace, archs: list[Arch], data: dict, splits, schedule,
+                seed: int, val_images: int, cache_path: str | Path, *, workers: int = 2,
+                log: Callable[[str], None] = print) -> dict[str, float]:
+    """From-scratch error of each searched arch with the baselines' schedule, so searched and
+    hand-designed nets are compared as architectures, at equal training (cached per arch)."""
+    import dataclasses
+    import time
+
+    from nas.io import json_hash
+    from nas.parallel import map_spawned
+    from nas.ranking import ScratchCache
+
+    sched = dataclasses.asdict(schedule)
+    cache = ScratchCache(cache_path)
+    keys = {a.arch_id: json_hash([a.to_string(), splits.fingerprint, sched, seed, val_images])
+            for a in archs}
+    todo = [a for a in archs if cache.get(keys[a.arch_id]) is None]
+    log(f"baselines: training {len(todo)} of {len(archs)} searched front subnets from scratch "
+        f"with the same schedule")
+    t0, done = time.time(), [0]
+
+    def keep(job: tuple, row: dict) -> None:
+        row["key"] = keys[row["arch_id"]]
+        cache.put(row)
+        done[0] += 1
+        el = time.time() - t0
+        log(f"baselines: front {row['arch_id']} from scratch {row['scratch_error']:.2f} deg "
+            f"({done[0]}/{len(todo)}, ETA {el / done[0] * (len(todo) - done[0]) / 60:.1f} min)")
+
+    map_spawned(_front_job, [(space.raw, a.to_string(), data, seed, sched, val_images)
+                             for a in todo], workers, keep)
+    return {a.arch_id: cache.get(keys[a.arch_id])["scratch_error"] for a in archs}

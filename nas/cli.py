@@ -164,19 +164,26 @@ def cmd_search(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(a: argparse.Namespace) -> int:
+def _run_subnet(run_dir: Path, arch_text: str):
+    """(arch, evaluator, supernet path, space, splits, run config) for one subnet of a run,
+    evaluated as the run's search evaluated it."""
     from nas.evaluation import SubnetEvaluator
-    from nas.export import export_subnet
     from nas.pipeline import find_arch
     from nas.train import load_supernet
 
-    run_dir = Path(a.run)
     sup, space, splits, cfg = _run_context(run_dir)
-    arch = find_arch(run_dir, space, a.arch)
+    arch = find_arch(run_dir, space, arch_text)
     net, _ = load_supernet(sup)
     s = cfg.get("search", {})
     ev = SubnetEvaluator(net, space, splits, recal_images=s.get("recal_images", 512),
                          val_images=s.get("val_images", 2000))
+    return arch, ev, sup, space, splits, cfg
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from nas.export import export_subnet
+
+    arch, ev, _, space, _, _ = _run_subnet(Path(a.run), a.arch)
     row = ev.evaluate(arch)
     card = export_subnet(ev.subnet(arch), space, Path(a.out), extra={"error_deg": row["error_deg"]})
     print(f"{a.out}: model.onnx, model.pt, card.json ({card['arch_id']}, error "
@@ -185,22 +192,14 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
-    from nas.evaluation import SubnetEvaluator
     from nas.export import export_subnet
     from nas.finetune import FinetuneConfig, finetune_subnet
     from nas.io import file_hash
-    from nas.pipeline import find_arch
-    from nas.train import load_supernet
 
     if a.epochs < 1 or a.lr <= 0 or not 0 <= a.kd <= 1:
         raise UserError("expected --epochs >= 1, --lr > 0 and --kd in [0, 1]", field="finetune")
-    run_dir, out = Path(a.run), Path(a.out)
-    sup, space, splits, cfg = _run_context(run_dir)
-    arch = find_arch(run_dir, space, a.arch)
-    net, _ = load_supernet(sup)
-    s = cfg.get("search", {})
-    ev = SubnetEvaluator(net, space, splits, recal_images=s.get("recal_images", 512),
-                         val_images=s.get("val_images", 2000))
+    out = Path(a.out)
+    arch, ev, sup, space, splits, cfg = _run_subnet(Path(a.run), a.arch)
     ft = FinetuneConfig(epochs=a.epochs, lr=a.lr, kd_weight=a.kd)
     tuned, rec = finetune_subnet(ev, arch, splits, ft, cfg["seed"], out / "finetune",
                                  file_hash(sup), log)

@@ -42,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     random_subnets: int = 2          # sandwich: largest + smallest + this many random
+    random_subnet_images: int = 0    # images of the batch each random subnet sees (0: all):
+                                     # more subnets per step at the same compute
     sampling: str = "single_family"  # how random subnets are drawn: one of SAMPLINGS
     kd_weight: float = 0.5           # child loss = kd * L1(child, teacher) + (1-kd) * L1(child, y)
     feature_kd: float = 0.0          # + this * stage-output distillation from the largest subnet
@@ -57,16 +59,17 @@ def train_fingerprint(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, 
                       "cfg": asdict(cfg), "seed": seed, "version": SUPERNET_FORMAT})
 
 
+_SAMPLING_MIX = {"uniform": ("layer",), "single_family": ("none",), "stage": ("stage",),
+                 "mixed": ("none", "stage", "layer")}
+
+
 def _sample_subnet(space: SearchSpace, rng: np.random.Generator, cfg: TrainConfig,
                    k: int):
     """The k-th random subnet of a step, drawn as `cfg.sampling` says: `uniform` (any op at
     any layer), `single_family` (one family per subnet), `stage` (one family per stage) or
-    `mixed` (alternating single_family and uniform)."""
-    if cfg.sampling == "uniform" or (cfg.sampling == "mixed" and k % 2 == 1):
-        return space.sample(rng)
-    if cfg.sampling == "stage":
-        return space.sample(rng, family_mix="stage")
-    return space.sample(rng, single_family=True)
+    `mixed` (cycling through the three)."""
+    mixes = _SAMPLING_MIX[cfg.sampling]
+    return space.sample(rng, family_mix=mixes[k % len(mixes)])
 
 
 def feature_distillation(child: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
@@ -185,14 +188,20 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                     loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
                     target = teacher.detach()
                     t_feats = [f.detach() for f in t_feats]
-                    for arch in [small] + [_sample_subnet(space, rng, cfg, k)
-                                                for k in range(cfg.random_subnets)]:
-                        out, feats = net(x, arch, return_features=True)
-                        child = cfg.kd_weight * F.l1_loss(out, target)
+                    part = cfg.random_subnet_images or len(idx)
+                    children = [(small, slice(None))]
+                    for k in range(cfg.random_subnets):
+                        lo = (k * part) % len(idx)
+                        children.append((_sample_subnet(space, rng, cfg, k),
+                                         slice(lo, lo + part)))
+                    for arch, rows in children:
+                        out, feats = net(x[rows], arch, return_features=True)
+                        child = cfg.kd_weight * F.l1_loss(out, target[rows])
                         if cfg.kd_weight < 1:
-                            child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y)
+                            child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y[rows])
                         if feat:
-                            child = child + cfg.feature_kd * feature_distillation(feats, t_feats)
+                            child = child + cfg.feature_kd * feature_distillation(
+                                feats, [f[rows] for f in t_feats])
                         child.backward()
                     opt.step()
                     step += 1

@@ -150,6 +150,19 @@ def test_cli_validate_json_and_export(tiny_run, tmp_path, capsys):
     assert (tmp_path / "e" / "model.onnx").exists() and (tmp_path / "e" / "card.json").exists()
 
 
+def test_cli_finetune_exports_better_of_two(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    arch_id = json.loads((out / "search" / "pareto.json").read_text())[-1]["arch_id"]
+    assert main(["finetune", "--run", str(out), "--arch", arch_id, "--epochs", "1",
+                 "--out", str(tmp_path / "ft")]) == 0
+    card = json.loads((tmp_path / "ft" / "card.json").read_text())
+    assert card["weights"] == ("finetuned" if card["error_finetuned_deg"]
+                               < card["error_inherited_deg"] else "inherited")
+    assert card["finetune"]["epochs"] == 1
+    assert main(["finetune", "--run", str(out), "--arch", arch_id, "--epochs", "0",
+                 "--out", str(tmp_path / "ft2")]) == 2
+
+
 def test_lut_for_another_space_is_refused(tiny_run, capsys):
     out, _ = tiny_run
     lut = next((out / "latency").glob("*.yaml"))

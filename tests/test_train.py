@@ -76,3 +76,36 @@ def test_nan_labels_rejected():
     s.train_y[3, 0] = np.nan
     with pytest.raises(UserError, match="train_y"):
         s.check("data.npz")
+
+
+def test_feature_distillation_targets_teacher_slices():
+    from nas.train import feature_distillation
+
+    t = [torch.randn(4, 24, 10, 16), torch.randn(4, 48, 5, 8)]
+    same = [t[0][:, :16].clone(), t[1][:, :32].clone()]  # narrower child, same size
+    assert feature_distillation(same, t).item() == pytest.approx(0.0, abs=1e-7)
+    small = [torch.nn.functional.adaptive_avg_pool2d(t[0][:, :16], (6, 10)),
+             torch.nn.functional.adaptive_avg_pool2d(t[1][:, :32], (3, 5))]
+    assert feature_distillation(small, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert feature_distillation([x + 1 for x in same], t).item() > 0.1
+
+
+def test_random_subnets_on_batch_slices(tiny_space, tmp_path, monkeypatch):
+    """Each random subnet sees its own slice; largest and smallest see the whole batch."""
+    from nas.supernet import Supernet
+
+    seen = []
+    real = Supernet.forward
+
+    def spy(self, x, arch, return_features=False):
+        if torch.is_grad_enabled():
+            seen.append(len(x))
+        return real(self, x, arch, return_features)
+
+    monkeypatch.setattr(Supernet, "forward", spy)
+    cfg = TrainConfig(epochs=1, batch_size=32, warmup_steps=2, threads=1, eval_images=32,
+                      random_subnets=4, random_subnet_images=8, sampling="mixed",
+                      feature_kd=0.5)
+    train_supernet(tiny_space, _splits(n=64), cfg, 0, tmp_path, log=lambda m: None)
+    assert seen[:6] == [32, 32, 8, 8, 8, 8]
+    assert len(seen) == 2 * 6  # 2 steps of largest + smallest + 4 random

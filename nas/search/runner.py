@@ -384,9 +384,11 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
     return {"front": front, "best_per_budget": best, "summary": summary}
 
 
-def replot(out_dir: str | Path, markers: Sequence[dict]) -> Path:
+def replot(out_dir: str | Path, markers: Sequence[dict],
+           retrained: Sequence[dict] = ()) -> Path:
     """Redraw a finished search's pareto.png with extra labelled points (e.g. hand-designed
-    baselines: dicts with `name` and the two objective keys)."""
+    baselines: dicts with `name` and the two objective keys) and, optionally, the front's
+    subnets re-measured another way (e.g. trained from scratch, timed end to end)."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text())
     objectives = summary["objectives"]
@@ -394,12 +396,13 @@ def replot(out_dir: str | Path, markers: Sequence[dict]) -> Path:
     front = json.loads((out_dir / "pareto.json").read_text())
     best = json.loads((out_dir / "best_per_budget.json").read_text())
     path = out_dir / "pareto.png"
-    _plot(path, F, front, best, objectives, summary.get("meta") or {}, markers)
+    _plot(path, F, front, best, objectives, summary.get("meta") or {}, markers, retrained)
     return path
 
 
 def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
-          objectives: Sequence[str], meta: dict, markers: Sequence[dict] = ()) -> None:
+          objectives: Sequence[str], meta: dict, markers: Sequence[dict] = (),
+          retrained: Sequence[dict] = ()) -> None:
     """Every trial light, the front as a step line, budgets dashed with their pick circled,
     `markers` (baselines) as labelled crosses. Uses the Agg canvas directly: no pyplot
     state, no switch of the caller's backend."""
@@ -430,6 +433,10 @@ def _plot(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
                     xytext=(8, 8), textcoords="offset points", fontsize=7, color=color,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
                           "alpha": 0.85}, zorder=5)
+    if retrained:
+        pts = sorted((m[lat_key], m[err_key]) for m in retrained)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", color="C2", ms=4, lw=1,
+                mfc="none", label="front subnets trained from scratch (measured)", zorder=3)
     for j, m in enumerate(markers):
         ax.plot([m[lat_key]], [m[err_key]], "X", color="C3", ms=7,
                 label="hand-designed baselines" if j == 0 else None, zorder=4)
