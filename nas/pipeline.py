@@ -87,8 +87,11 @@ def ensure_validated(cfg: ExperimentConfig, space: SearchSpace, table, log: Log,
     from nas.latency import validate_table
 
     v = table.validation or {}
+    from nas.latency.validate import SAMPLER
+
     if v.get("n") == cfg.latency.validate_samples and v.get("seed", cfg.seed) == cfg.seed \
-            and v.get("space_hash", space.space_hash()) == space.space_hash():
+            and v.get("space_hash", space.space_hash()) == space.space_hash() \
+            and v.get("sampler") == SAMPLER:
         info["status"] = "reused"
         return v
     if cfg.latency.validate_samples < 4:
@@ -117,7 +120,7 @@ def table_hash(table) -> str:
 def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out_dir: Path,
                      *, strategy: str, evals: int, budgets: list[float], seed: int,
                      batch: int, recal_images: int, val_images: int, threads: int,
-                     log: Log) -> dict:
+                     log: Log, restart_if_changed: bool = False) -> dict:
     """Search with inherited-weight error and LUT latency; errors cached per supernet."""
     from nas.evaluation import SubnetEvaluator
     from nas.search import make_strategy, run_search
@@ -140,7 +143,7 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed)
     result = run_search(space, strat, evaluate, evals=evals, budgets=budgets, out_dir=out_dir,
-                        batch=batch, log=log, meta=meta)
+                        batch=batch, log=log, meta=meta, restart_if_changed=restart_if_changed)
     result["evaluator"] = ev
     return result
 
@@ -167,7 +170,7 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
                                budgets=budgets, seed=cfg.seed, batch=cfg.search.batch,
                                recal_images=cfg.search.recal_images,
                                val_images=cfg.search.val_images, threads=cfg.search.threads,
-                               log=log)
+                               log=log, restart_if_changed=True)
         if res.get("resumed_complete"):
             info["status"] = "reused"
     with clock.stage("finetune") as info:

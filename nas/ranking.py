@@ -39,8 +39,11 @@ def select_archs(space: SearchSpace, k: int, seed: int, candidates: int = 300,
 
     rng = np.random.default_rng([seed, 4242])
     modes = ("layer", "stage", "none")
-    pool = [_size_biased(space, space.sample(rng, family_mix=modes[i % 3]), rng, i % 4)
-            for i in range(candidates)]
+    pool = [space.sample(rng, family_mix=modes[i % 3]) for i in range(candidates)]
+    # uniform sampling rarely reaches either end of the MAC range: pull a quarter of the
+    # candidates towards the smallest and a quarter towards the largest sizes
+    pool = [space.pull_size(a, rng, ("small", "large")[i % 4 - 2]) if i % 4 >= 2 else a
+            for i, a in enumerate(pool)]
     pool = list(dict.fromkeys(pool))
     logm = np.log(np.array([macs_of(a) for a in pool], dtype=float))
     kinds = [mix_kind(a) for a in pool]
@@ -53,23 +56,6 @@ def select_archs(space: SearchSpace, k: int, seed: int, candidates: int = 300,
         ok = ok or [j for j in range(len(pool)) if j not in chosen]
         chosen.append(min(ok, key=lambda j: abs(logm[j] - t)))
     return [pool[j] for j in chosen]
-
-
-def _size_biased(space: SearchSpace, arch: Arch, rng: np.random.Generator, bias: int) -> Arch:
-    """Uniform sampling rarely reaches either end of the MAC range (it averages many
-    genes); pull a quarter of the candidates towards the smallest and a quarter towards
-    the largest depths, widths and resolution so the selection can span the whole range."""
-    if bias < 2:
-        return arch
-    pick = min if bias == 2 else max
-
-    def choose(options, current, key=None):
-        return pick(options, key=key) if rng.random() < 0.75 else current
-
-    res = choose(space.resolutions, arch.resolution, key=lambda r: r[0] * r[1])
-    depths = tuple(choose(st.depths, d) for st, d in zip(space.stages, arch.depths))
-    widths = tuple(choose(st.widths, w) for st, w in zip(space.stages, arch.widths))
-    return Arch(tuple(res), arch.stem_stride, depths, widths, arch.ops)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -323,6 +323,21 @@ class SearchSpace:
             ops.append(tuple(pool[rng.integers(len(pool))] for _ in range(md)))
         return Arch(tuple(res), int(stem), depths, widths, tuple(ops))
 
+    def pull_size(self, arch: Arch, rng: np.random.Generator, toward: str,
+                  prob: float = 0.75) -> Arch:
+        """`arch` with each stage's depth and width, and the resolution, moved to the
+        smallest (`toward="small"`) or largest choice with probability `prob` each: uniform
+        sampling averages many genes and rarely reaches either end of the size range."""
+        pick = min if toward == "small" else max
+
+        def choose(options, current, key=None):
+            return pick(options, key=key) if rng.random() < prob else current
+
+        res = choose(self.resolutions, arch.resolution, key=lambda r: r[0] * r[1])
+        depths = tuple(choose(st.depths, d) for st, d in zip(self.stages, arch.depths))
+        widths = tuple(choose(st.widths, w) for st, w in zip(self.stages, arch.widths))
+        return Arch(tuple(res), arch.stem_stride, depths, widths, arch.ops)
+
     def _extreme(self, biggest: bool) -> Arch:
         """All layers one op: the one whose rough cost, summed over the extreme arch's
         layers (each at its width and spatial size), is the largest / smallest. Costs grow

@@ -440,3 +440,20 @@ def test_interleave_puts_every_model_between_anchors():
     near = neighbours(order, {"A", "B", "C"})
     assert near["k0"] == ("A", "B") and near["k10"] == ("B", "C")
     assert interleave(keys, []) == keys
+
+
+def test_fit_never_takes_a_negative_fixed_cost():
+    """A fit on mid-sized nets with c < 0 predicts near-zero times for the fastest subnets
+    (seen on a real table: 0.004 ms for a 0.3 MMAC net); c is a fixed cost, so c >= 0."""
+    sums = np.linspace(0.10, 0.25, 20)
+    parts = np.linspace(9, 14, 20).round()
+    measured = 1.4 * sums - 0.09 + 0.0004 * parts  # what an unconstrained fit would find
+    fit = fit_correction(sums, parts, measured)
+    assert fit["c"] >= 0 and fit["a"] > 0
+    assert apply_correction(fit, 0.07, 6) > 0.02  # the smallest subnet stays plausible
+
+
+def test_validation_sample_spans_the_size_range(tiny):
+    archs = sample_archs(tiny, 8, seed=0)
+    assert tiny.smallest() in archs and tiny.largest() in archs
+    assert len({a.arch_id for a in archs}) == 8

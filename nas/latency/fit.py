@@ -26,8 +26,9 @@ def _scale_only(sums: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 def fit_correction(sums: Sequence[float], parts: Sequence[float],
                    measured: Sequence[float]) -> dict[str, float]:
-    """Least-squares (a, b, c); with fewer than 4 samples, a rank-deficient design or a
-    non-positive scale it falls back to fewer terms (a, c) and finally to a pure scale."""
+    """Least-squares (a, b, c) with a > 0 and c >= 0; with fewer than 4 samples, a
+    rank-deficient design or a fit outside those bounds it falls back to fewer terms
+    ((a, b), then (a, c)) and finally to a pure scale."""
     s = np.asarray(sums, dtype=np.float64)
     p = np.asarray(parts, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
@@ -37,14 +38,16 @@ def fit_correction(sums: Sequence[float], parts: Sequence[float],
         return dict(IDENTITY)
     if len(y) < MIN_SAMPLES_FULL_FIT:
         return _scale_only(s, y)
-    for cols in (("a", "b", "c"), ("a", "c")):
+    for cols in (("a", "b", "c"), ("a", "b"), ("a", "c")):
         X = np.column_stack([{"a": s, "b": p, "c": np.ones_like(s)}[n] for n in cols])
         if np.linalg.matrix_rank(X) < len(cols):
             continue
         coef, *_ = np.linalg.lstsq(X, y, rcond=None)
         fit = dict(IDENTITY, b=0.0, c=0.0)
         fit.update({n: float(v) for n, v in zip(cols, coef)})
-        if fit["a"] > 0 and all(math.isfinite(v) for v in fit.values()):
+        # c is the whole net's own fixed cost: a negative one only fits the sampled range
+        # and predicts absurdly small (or negative) times for the fastest subnets
+        if fit["a"] > 0 and fit["c"] >= 0 and all(math.isfinite(v) for v in fit.values()):
             return fit
     return _scale_only(s, y)
 

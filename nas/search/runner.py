@@ -170,7 +170,8 @@ def _meta_hash(space: SearchSpace, strategy: Strategy, objectives: Sequence[str]
 
 
 def _restore(out_dir: Path, strategy: Strategy, meta_hash: str, resume: bool,
-             log: Callable[[str], Any]) -> tuple[list[dict], dict[str, dict]]:
+             log: Callable[[str], Any], restart_if_changed: bool = False
+             ) -> tuple[list[dict], dict[str, dict]]:
     """Rows already told, and rows of an interrupted batch keyed by arch_id."""
     trials, state = out_dir / TRIALS, out_dir / STATE
     if not resume:
@@ -189,6 +190,10 @@ def _restore(out_dir: Path, strategy: Strategy, meta_hash: str, resume: bool,
         saved_hash = st["meta_hash"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"unreadable search state ({exc})", source=str(state)) from None
+    if saved_hash != meta_hash and restart_if_changed:
+        log(f"search: {out_dir} holds a search with other settings (another table, budgets "
+            "or strategy); starting it afresh (evaluated errors are cached elsewhere)")
+        return [], {}
     if saved_hash != meta_hash:
         raise UserError(f"was written by a search with other settings (meta hash {saved_hash} "
                         f"!= {meta_hash}); use another output folder or start afresh",
@@ -209,13 +214,15 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
                objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
                log: Callable[[str], Any] = print, meta: dict | None = None,
                resume: bool = True, hv_ref: Sequence[float] | None = None,
-               progress_every: float = 5.0) -> dict[str, Any]:
+               progress_every: float = 5.0, restart_if_changed: bool = False
+               ) -> dict[str, Any]:
     """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
 
     `objectives` are two minimised keys of evaluate()'s dict: error first, latency second
     (budgets apply to the second). A trial is infeasible when evaluate returns
     `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
-    front. `resume=False` discards an earlier run in `out_dir`. Returns
+    front. `resume=False` discards an earlier run in `out_dir`; `restart_if_changed` does
+    so only when that run had other settings (instead of refusing). Returns
     {"front", "best_per_budget", "summary"} as written to disk, plus "meta" and
     "resumed_complete" (True when `out_dir` already held all `evals` trials).
     """
@@ -230,7 +237,7 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mhash = _meta_hash(space, strategy, objectives, meta)
-    rows, cache = _restore(out_dir, strategy, mhash, resume, log)
+    rows, cache = _restore(out_dir, strategy, mhash, resume, log, restart_if_changed)
     writer = _TrialsWriter(out_dir / TRIALS)
     if not (out_dir / STATE).exists():  # so an interrupted first batch can resume too
         _save_state(out_dir, mhash, strategy, 0, objectives, meta)
