@@ -28,7 +28,7 @@ def fit_correction(sums: Sequence[float], parts: Sequence[float],
                    measured: Sequence[float]) -> dict[str, float]:
     """Least-squares (a, b, c) with a > 0 and c >= 0; with fewer than 4 samples, a
     rank-deficient design or a fit outside those bounds it falls back to fewer terms
-    ((a, b), then (a, c)) and finally to a pure scale."""
+    ((a, c), then (a, b)) and finally to a pure scale."""
     s = np.asarray(sums, dtype=np.float64)
     p = np.asarray(parts, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
@@ -38,7 +38,7 @@ def fit_correction(sums: Sequence[float], parts: Sequence[float],
         return dict(IDENTITY)
     if len(y) < MIN_SAMPLES_FULL_FIT:
         return _scale_only(s, y)
-    for cols in (("a", "b", "c"), ("a", "b"), ("a", "c")):
+    for cols in (("a", "b", "c"), ("a", "c"), ("a", "b")):
         X = np.column_stack([{"a": s, "b": p, "c": np.ones_like(s)}[n] for n in cols])
         if np.linalg.matrix_rank(X) < len(cols):
             continue
