@@ -93,24 +93,16 @@ def seed_study(space: SearchSpace, lr_sweep: bool = True) -> list[Baseline]:
 
 
 def train_baseline(b: Baseline, space: SearchSpace, splits, schedule, seed: int,
-                   val_images: int, log: Callable[[str], None] | None = None) -> dict:
+                   val_images: int) -> dict:
     """Train one baseline from scratch; returns its row (error, params, MACs, weights)."""
     import dataclasses
 
-    import torch
-
-    from nas.evaluation import gaze_error, predict
-    from nas.gaze.data import to_input
-    from nas.models import GazeNet, count_macs, count_params, resize_to
-    from nas.train import train_standalone
+    from nas.models import count_macs, count_params
+    from nas.ranking import train_from_scratch
 
     bspace, arch = b.space_and_arch(space)
-    torch.manual_seed(seed)
-    net = GazeNet(bspace, arch)
     sched = dataclasses.replace(schedule, lr=b.lr or schedule.lr)
-    train_standalone(net, splits, sched, seed, resolution=arch.resolution, log=log)
-    val = resize_to(to_input(splits.val_x[:val_images]), arch.resolution)
-    err = gaze_error(predict(net, val), splits.val_y[:val_images], space.task)
+    net, err = train_from_scratch(bspace, arch, splits, sched, seed, val_images)
     return {"name": b.name, "arch": b.description, "arch_string": arch.to_string(),
             "space": json.dumps(bspace.raw), "lr": sched.lr, **b.tags,
             "error_deg": round(err, 4), "params": count_params(net),

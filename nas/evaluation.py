@@ -98,6 +98,12 @@ class SubnetEvaluator:
         recalibrate_bn(net, recal)
         return net
 
+    def error_of(self, net: nn.Module, arch: Arch) -> float:
+        """Error of any net built for `arch` (e.g. a fine-tuned one) on this evaluator's
+        validation images, so it compares with `evaluate(arch)` exactly."""
+        _, val = self._inputs(tuple(arch.resolution))
+        return gaze_error(predict(net, val), self.val_y, self.space.task)
+
     def evaluate(self, arch: Arch) -> dict:
         key = arch.arch_id
         if key in self.cache:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from nas.evaluation import SubnetEvaluator, gaze_error, predict
+from nas.evaluation import SubnetEvaluator
 from nas.io import atomic_torch_save, json_hash
 from nas.space import Arch
 from nas.train import StandaloneConfig, load_checkpoint, train_standalone
@@ -63,8 +63,7 @@ def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig
         f"inherited error {inherited:.2f})")
     train_standalone(net, splits, cfg.schedule(), seed, resolution=arch.resolution,
                      teacher=teacher, kd_weight=cfg.kd_weight, log=log)
-    _, val = ev._inputs(tuple(arch.resolution))
-    err = round(gaze_error(predict(net, val), ev.val_y, space.task), 5)
+    err = round(ev.error_of(net, arch), 5)
     atomic_torch_save(path, {"format": FINETUNE_FORMAT, "fingerprint": fingerprint,
                              "arch": arch.to_string(), "state_dict": net.state_dict(),
                              "error_finetuned": err})

@@ -331,8 +331,6 @@ def ensure_baselines(cfg: ExperimentConfig, space: SearchSpace, splits, out: Pat
         sp = speedup_at_error(row, front)
         row["speedup_at_equal_error"] = round(sp, 3) if sp else None
         table_rows.append(row)
-    from nas.io import atomic_write_json
-
     atomic_write_json(out / "baselines.json", table_rows)
     atomic_write_json(out / "search" / "front_measured.json", front)
     replot(out / "search", table_rows, front)

@@ -119,22 +119,31 @@ class ScratchCache:
             fh.write(json.dumps(row) + "\n")
 
 
-def scratch_error(space: SearchSpace, arch: Arch, splits, cfg, seed: int,
-                  val_images: int) -> dict:
-    """Train `arch` from scratch with `cfg` (a StandaloneConfig) and measure its val error."""
+def train_from_scratch(space: SearchSpace, arch: Arch, splits, cfg, seed: int,
+                       val_images: int):
+    """`arch` as a GazeNet trained from scratch with `cfg` (a StandaloneConfig), and its
+    error on the first `val_images` validation images."""
     import torch
 
     from nas.evaluation import gaze_error, predict
     from nas.gaze.data import to_input
-    from nas.models import GazeNet, count_macs, resize_to
+    from nas.models import GazeNet, resize_to
     from nas.train import train_standalone
 
-    t0 = time.perf_counter()
     torch.manual_seed(seed)
     net = GazeNet(space, arch)
     train_standalone(net, splits, cfg, seed, resolution=arch.resolution)
     val = resize_to(to_input(splits.val_x[:val_images]), arch.resolution)
-    err = gaze_error(predict(net, val), splits.val_y[:val_images], space.task)
+    return net, gaze_error(predict(net, val), splits.val_y[:val_images], space.task)
+
+
+def scratch_error(space: SearchSpace, arch: Arch, splits, cfg, seed: int,
+                  val_images: int) -> dict:
+    """Train `arch` from scratch with `cfg` (a StandaloneConfig) and measure its val error."""
+    from nas.models import count_macs
+
+    t0 = time.perf_counter()
+    net, err = train_from_scratch(space, arch, splits, cfg, seed, val_images)
     return {"arch": arch.to_string(), "arch_id": arch.arch_id, "scratch_error": round(err, 4),
             "macs": count_macs(net, (1, space.in_channels, *arch.resolution)),
             "train_s": round(time.perf_counter() - t0, 1)}
