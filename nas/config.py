@@ -138,6 +138,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if train.sampling not in SAMPLINGS:
         raise UserError(f"expected one of {', '.join(SAMPLINGS)}, got {train.sampling!r}",
                         source=src, field="train.sampling")
+    if train.feature_kd < 0 or not 0 <= train.kd_weight <= 1:
+        raise UserError("expected feature_kd >= 0 and kd_weight in [0, 1]", source=src,
+                        field="train")
     if train.epochs < 1 or train.batch_size < 2:
         raise UserError("expected epochs >= 1 and batch_size >= 2", source=src, field="train")
     latency = _section(LatencyConfig, d.get("latency"), "latency", src)
