@@ -101,7 +101,8 @@ def baseline_lines(rows: list[dict]) -> list[str]:
         if len(r["dominated_by"]) > 1:
             dom += f" (+{len(r['dominated_by']) - 1} more)"
         sp = r.get("speedup_at_equal_error")
+        speed = ("no searched subnet is as accurate" if not sp else f"{sp:.2f}x" if sp >= 1
+                 else f"{sp:.2f}x (the searched subnet is slower)")
         out.append(f"| {r['name']}: {r['arch']} | {r['error_deg']:.2f} | {r['latency_ms']:.3f} | "
-                   f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {dom} | "
-                   f"{_fmt(sp, '.2f') + 'x' if sp else 'no searched subnet is as accurate'} |")
+                   f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {dom} | {speed} |")
     return out
