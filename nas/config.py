@@ -67,7 +67,6 @@ class ExperimentConfig:
                 "finetune": asdict(self.finetune), "baselines": asdict(self.baselines)}
 
 
-_SECTIONS = {"data": DataConfig, "latency": LatencyConfig, "search": SearchConfig}
 
 
 def _section(cls: type, d: Any, name: str, source: str) -> Any:
