@@ -67,8 +67,6 @@ class ExperimentConfig:
                 "finetune": asdict(self.finetune), "baselines": asdict(self.baselines)}
 
 
-
-
 def _section(cls: type, d: Any, name: str, source: str) -> Any:
     if d is None:
         return cls()
