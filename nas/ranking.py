@@ -39,11 +39,14 @@ def select_archs(space: SearchSpace, k: int, seed: int, candidates: int = 300,
 
     rng = np.random.default_rng([seed, 4242])
     modes = ("layer", "stage", "none")
-    pool = [space.sample(rng, family_mix=modes[i % 3]) for i in range(candidates)]
     # uniform sampling rarely reaches either end of the MAC range: pull a quarter of the
-    # candidates towards the smallest and a quarter towards the largest sizes
-    pool = [space.pull_size(a, rng, ("small", "large")[i % 4 - 2]) if i % 4 >= 2 else a
-            for i, a in enumerate(pool)]
+    # candidates towards the smallest and a quarter towards the largest sizes (each right
+    # after it is drawn: the order of draws fixes the benchmark's arch set)
+    pool = []
+    for i in range(candidates):
+        a = space.sample(rng, family_mix=modes[i % 3])
+        pool.append(space.pull_size(a, rng, ("small", "large")[i % 4 - 2]) if i % 4 >= 2
+                    else a)
     pool = list(dict.fromkeys(pool))
     logm = np.log(np.array([macs_of(a) for a in pool], dtype=float))
     kinds = [mix_kind(a) for a in pool]
