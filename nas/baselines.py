@@ -134,13 +134,6 @@ def speedup_at_error(baseline: dict, front: list[dict], err_key: str = "error_de
     return baseline[lat_key] / min(ok) if ok else None
 
 
-def dump(path: str | Path, rows: list[dict]) -> None:
-    from nas.io import atomic_write_json
-
-    atomic_write_json(path, [{k: v for k, v in r.items() if k not in ("state_dict", "space")}
-                             for r in rows])
-
-
 def _baseline_job(space_raw: dict, name: str, lr_sweep: bool, data: dict, seed: int,
                   sched: dict, val_images: int) -> dict:
     """One baseline trained in a worker process (data read from the shared cache)."""
