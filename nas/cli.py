@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from nas import __version__
@@ -23,13 +24,11 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_run(a: argparse.Namespace) -> int:
     from nas.config import load_config
-    from nas.io import atomic_write_json
     from nas.pipeline import run
 
     cfg = getattr(a, "config_obj", None) or load_config(a.config)
     out = Path(a.out or Path("runs") / cfg.name)
-    atomic_write_json(out / "run_config.json", cfg.to_dict())
-    m = run(cfg, out, log)
+    m = run(cfg, out, log)  # locks `out`, then writes run_config.json
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stage_seconds"].items())
           + f"; total {m['total_seconds']:.1f}")
     print(f"report: {out / 'report.md'}")
@@ -40,17 +39,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.io import atomic_write_json
     from nas.pipeline import StageClock, ensure_supernet, load_splits
+    from nas.rundir import RunLock
     from nas.space import SearchSpace
 
     cfg = load_config(a.config)
     out = Path(a.out or Path("runs") / cfg.name)
-    atomic_write_json(out / "run_config.json", cfg.to_dict())
-    space = SearchSpace.load(cfg.space)
-    clock = StageClock(log)
-    with clock.stage("data"):
-        splits = load_splits(cfg, log)
-    with clock.stage("train") as info:
-        path = ensure_supernet(cfg, space, splits, out, log, info)
+    with RunLock(out):
+        atomic_write_json(out / "run_config.json", cfg.to_dict())
+        space = SearchSpace.load(cfg.space)
+        clock = StageClock(log)
+        with clock.stage("data"):
+            splits = load_splits(cfg, log)
+        with clock.stage("train") as info:
+            path = ensure_supernet(cfg, space, splits, out, log, info)
     print(path)
     return 0
 
@@ -139,6 +140,7 @@ def _run_context(run_dir: Path):
 def cmd_search(a: argparse.Namespace) -> int:
     from nas.latency import LatencyTable
     from nas.pipeline import auto_budgets, run_search_stage
+    from nas.rundir import RunLock
 
     run_dir = Path(a.run)
     sup, space, splits, cfg = _run_context(run_dir)
@@ -148,11 +150,15 @@ def cmd_search(a: argparse.Namespace) -> int:
     s = cfg.get("search", {})
     out = Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{a.strategy}")
     t0 = time.perf_counter()
-    res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy, evals=a.evals,
-                           budgets=budgets, seed=a.seed, batch=s.get("batch", 8),
-                           recal_images=s.get("recal_images", 512),
-                           val_images=s.get("val_images", 2000), threads=s.get("threads", 2),
-                           log=log)
+    with ExitStack() as locks:  # the run folder (its evaluation cache) and the output folder
+        locks.enter_context(RunLock(run_dir))
+        if not out.resolve().is_relative_to(run_dir.resolve()):
+            locks.enter_context(RunLock(out))
+        res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy,
+                               evals=a.evals, budgets=budgets, seed=a.seed,
+                               batch=s.get("batch", 8), recal_images=s.get("recal_images", 512),
+                               val_images=s.get("val_images", 2000),
+                               threads=s.get("threads", 2), log=log)
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
           f"{time.perf_counter() - t0:.1f} s")
     for b in res["best_per_budget"]:
@@ -194,7 +200,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_finetune(a: argparse.Namespace) -> int:
     from nas.export import export_subnet
     from nas.finetune import FinetuneConfig, finetune_subnet
-    from nas.io import file_hash
+    from nas.train import supernet_id
 
     if a.epochs < 1 or a.lr <= 0 or not 0 <= a.kd <= 1:
         raise UserError("expected --epochs >= 1, --lr > 0 and --kd in [0, 1]", field="finetune")
@@ -202,7 +208,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     arch, ev, sup, space, splits, cfg = _run_subnet(Path(a.run), a.arch)
     ft = FinetuneConfig(epochs=a.epochs, lr=a.lr, kd_weight=a.kd)
     tuned, rec = finetune_subnet(ev, arch, splits, ft, cfg["seed"], out / "finetune",
-                                 file_hash(sup), log)
+                                 supernet_id(sup), log)
     better = rec["error_finetuned"] < rec["error_inherited"]
     model = tuned if better else ev.subnet(arch)
     card = export_subnet(model, space, out, extra={

@@ -8,7 +8,7 @@ from typing import Any
 
 from nas.errors import UserError, read_user_yaml
 from nas.finetune import FinetuneConfig
-from nas.train import SAMPLINGS, TrainConfig
+from nas.train import SAMPLINGS, SMALLEST, TrainConfig
 
 
 @dataclass
@@ -135,6 +135,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if train.sampling not in SAMPLINGS:
         raise UserError(f"expected one of {', '.join(SAMPLINGS)}, got {train.sampling!r}",
                         source=src, field="train.sampling")
+    if train.smallest not in SMALLEST:
+        raise UserError(f"expected one of {', '.join(SMALLEST)}, got {train.smallest!r}",
+                        source=src, field="train.smallest")
     if train.feature_kd < 0 or not 0 <= train.kd_weight <= 1:
         raise UserError("expected feature_kd >= 0 and kd_weight in [0, 1]", source=src,
                         field="train")

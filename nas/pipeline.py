@@ -83,22 +83,57 @@ def ensure_lut(cfg: ExperimentConfig, space: SearchSpace, out: Path, log: Log, i
                          rounds=cfg.latency.rounds, log=log)
 
 
-def ensure_validated(cfg: ExperimentConfig, space: SearchSpace, table, log: Log, info: dict):
+def ensure_validated(cfg: ExperimentConfig, space: SearchSpace, table, out: Path, log: Log,
+                     info: dict):
+    """Fit and check the table's correction on whole subnets measured here. A table the
+    user named is an input and is never written: if it carries a validation it is used as
+    given; if not, a validated copy is written into the run folder and used instead.
+    Returns (table, report)."""
     from nas.latency import validate_table
-
-    v = table.validation or {}
+    from nas.latency.runtime import device_info
     from nas.latency.validate import SAMPLER
 
+    v = table.validation or {}
+    if cfg.latency.lut:
+        if v:
+            info["status"] = "given"
+            log(f"validate: {table.path} carries its own validation (n={v.get('n')}, "
+                f"MAPE {v.get('mape')}%); used as given")
+            return table, v
+        here = device_info()
+        if any(table.meta.get(f) not in (None, here[f]) for f in ("cpu_model", "cores")):
+            info["status"] = "skipped"
+            log(f"validate: {table.path} is for {table.device!r}, not this machine, and has "
+                "no validation: its correction is used as given")
+            return table, v
+        table = copy_table(table, out / "latency" / "validated" / Path(table.path).name)
+        log(f"validate: {cfg.latency.lut} has no validation; validating a copy at {table.path}")
+        v = table.validation or {}
     if v.get("n") == cfg.latency.validate_samples and v.get("seed", cfg.seed) == cfg.seed \
             and v.get("space_hash", space.space_hash()) == space.space_hash() \
             and v.get("sampler") == SAMPLER:
         info["status"] = "reused"
-        return v
+        return table, v
     if cfg.latency.validate_samples < 4:
         info["status"] = "skipped"
-        return v
-    return validate_table(table, space, samples=cfg.latency.validate_samples, seed=cfg.seed,
-                          rounds=cfg.latency.rounds, log=log)
+        return table, v
+    return table, validate_table(table, space, samples=cfg.latency.validate_samples,
+                                 seed=cfg.seed, rounds=cfg.latency.rounds, log=log)
+
+
+def copy_table(table, path: Path):
+    """The same table bound to another file (reused if that file already holds it)."""
+    from nas.latency import LatencyTable
+
+    if path.exists():
+        old = LatencyTable.load(path)
+        if old.entries == table.entries and old.meta.get("device") == table.meta.get("device"):
+            return old
+    t = LatencyTable(meta=dict(table.meta), space_hashes=list(table.space_hashes),
+                     entries=dict(table.entries), correction=dict(table.correction),
+                     validation=table.validation, path=path)
+    t.save()
+    return t
 
 
 def auto_budgets(space: SearchSpace, table, seed: int) -> list[float]:
@@ -124,10 +159,10 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
     """Search with inherited-weight error and LUT latency; errors cached per supernet."""
     from nas.evaluation import SubnetEvaluator
     from nas.search import make_strategy, run_search
-    from nas.train import load_supernet
+    from nas.train import load_supernet, weights_hash
 
-    supernet, _ = load_supernet(supernet_path)
-    sup_hash = file_hash(supernet_path)
+    supernet, sup_meta = load_supernet(supernet_path)
+    sup_hash = sup_meta.get("weights_hash") or weights_hash(supernet.state_dict())
     ev = SubnetEvaluator(supernet, space, splits, recal_images=recal_images,
                          val_images=val_images, threads=threads,
                          cache_path=supernet_path.parent / "eval_cache.jsonl",
@@ -148,35 +183,74 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
     return result
 
 
+# What each stage leaves in the run folder, in pipeline order: when a stage's inputs change,
+# its outputs and all later ones are moved aside (caches keyed on content stay: the
+# evaluation cache, fine-tuned weights per subnet, the table, trained baselines).
+STAGE_OUTPUTS = {
+    "train": ["supernet.pt", "train"],
+    "search": ["search"],
+    "export": ["export"],
+    "baselines": ["baselines.json"],
+    "report": ["report.md", "manifest.json"],
+}
+
+
 def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
-    """Run every stage of `cfg` into `out`; returns the manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every stage of `cfg` into `out` (locked for this process); returns the manifest."""
+    from nas.rundir import RunLock
+
+    with RunLock(out):
+        atomic_write_json(Path(out) / "run_config.json", cfg.to_dict())
+        return _run_locked(cfg, Path(out), log)
+
+
+def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
+    from nas.rundir import StageLedger
+    from nas.train import train_fingerprint
+
     clock = StageClock(log)
+    ledger = StageLedger(out, STAGE_OUTPUTS, log)
     space = SearchSpace.load(cfg.space)
     t_all = time.perf_counter()
     with clock.stage("data") as info:
         splits = load_splits(cfg, log)
+    want = train_fingerprint(space, splits, cfg.train, cfg.seed)
+    if "train" not in ledger.keys and (out / "supernet.pt").exists():  # a folder from before
+        from nas.train import load_checkpoint                          # the ledger existed
+
+        ledger.keys["train"] = load_checkpoint(out / "supernet.pt").get("fingerprint") or "?"
+    ledger.enter("train", want)
     with clock.stage("train") as info:
         sup_path = ensure_supernet(cfg, space, splits, out, log, info)
     with clock.stage("latency") as info:
         table = ensure_lut(cfg, space, out, log, info)
     with clock.stage("validate") as info:
-        fidelity = ensure_validated(cfg, space, table, log, info)
+        table, fidelity = ensure_validated(cfg, space, table, out, log, info)
     budgets = list(cfg.search.budgets_ms) or auto_budgets(space, table, cfg.seed)
+    from nas.train import supernet_id
+
+    sup_id = supernet_id(sup_path)
+    s = cfg.search
+    ledger.enter("search", json_hash([sup_id, table_hash(table), budgets, s.strategy, s.evals,
+                                      s.batch, s.recal_images, s.val_images, cfg.seed,
+                                      splits.fingerprint]))
     with clock.stage("search") as info:
         res = run_search_stage(space, sup_path, splits, table, out / "search",
-                               strategy=cfg.search.strategy, evals=cfg.search.evals,
-                               budgets=budgets, seed=cfg.seed, batch=cfg.search.batch,
-                               recal_images=cfg.search.recal_images,
-                               val_images=cfg.search.val_images, threads=cfg.search.threads,
-                               log=log, restart_if_changed=True)
+                               strategy=s.strategy, evals=s.evals, budgets=budgets,
+                               seed=cfg.seed, batch=s.batch, recal_images=s.recal_images,
+                               val_images=s.val_images, threads=s.threads, log=log,
+                               restart_if_changed=True)
         if res.get("resumed_complete"):
             info["status"] = "reused"
+    picks = sorted(_budget_picks(res))
+    ledger.enter("export", json_hash([picks, asdict(cfg.finetune), res["evaluator"].cache_tag,
+                                      table_hash(table)]))
     with clock.stage("finetune") as info:
         tuned = finetune_best(cfg, space, res, splits, out / "finetune", log, info)
     with clock.stage("export") as info:
         exported = export_best(space, res, out / "export", table, log, tuned)
+    ledger.enter("baselines", json_hash([asdict(cfg.baselines), [p["arch_id"] for p in
+                                                                 res["front"]]]))
     with clock.stage("baselines") as info:
         baselines = ensure_baselines(cfg, space, splits, out, table, res, log, info)
     from nas.evaluation import mean_gaze_error
@@ -189,8 +263,8 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
         "config_file": cfg.source, "seeds": {"experiment": cfg.seed}, "git_sha": git_sha(),
         "versions": package_versions(),
         "hashes": {"space": space.space_hash(), "space_file": file_hash(cfg.space),
-                   "supernet": file_hash(sup_path), "lut": table_hash(table),
-                   "data": splits.fingerprint},
+                   "supernet": sup_id, "supernet_file": file_hash(sup_path),
+                   "lut": table_hash(table), "data": splits.fingerprint},
         "lut_path": str(table.path), "device": table.meta.get("device"),
         "budgets_ms": budgets, "stage_seconds": clock.times, "stage_status": clock.status,
         "total_seconds": round(time.perf_counter() - t_all, 1),
@@ -201,6 +275,7 @@ def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
         "exported": exported,
         "baselines": baselines,
     }
+    ledger.enter("report", json_hash(ledger.keys))
     atomic_write_json(out / "manifest.json", manifest)
     write_report(out, manifest, res, json.loads(sup_meta.get("history", "[]")))
     log(f"== done in {manifest['total_seconds']:.0f} s: {out / 'report.md'}")

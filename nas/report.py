@@ -17,13 +17,18 @@ def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -
     lat = [p["latency_ms"] for p in front]
     err = [p["error_deg"] for p in front]
     mean_err = manifest["mean_gaze_error_deg"]
+    lines.append(f"- device: `{manifest['device']}` (LUT `{manifest['lut_path']}`)")
+    if front:
+        lines += [
+            f"- Pareto front: {len(front)} non-dominated subnets, latency "
+            f"{min(lat):.3f}-{max(lat):.3f} ms ({max(lat) / min(lat):.1f}x), error "
+            f"{min(err):.2f}-{max(err):.2f} deg",
+            f"- best validation error {min(err):.2f} deg vs {mean_err:.2f} deg for always "
+            f"predicting the mean gaze"]
+    else:
+        lines.append("- Pareto front: **empty**: no subnet was evaluated with a finite error "
+                     "(see search/trials.csv)")
     lines += [
-        f"- device: `{manifest['device']}` (LUT `{manifest['lut_path']}`)",
-        f"- Pareto front: {len(front)} non-dominated subnets, latency "
-        f"{min(lat):.3f}-{max(lat):.3f} ms ({max(lat) / min(lat):.1f}x), error "
-        f"{min(err):.2f}-{max(err):.2f} deg",
-        f"- best validation error {min(err):.2f} deg vs {mean_err:.2f} deg for always "
-        f"predicting the mean gaze",
         f"- supernet training throughput: {_fmt(manifest.get('supernet_train_img_s'), '.0f')} "
         "img/s (sandwich step images)",
         "", "## Best subnet per latency budget", "",

@@ -338,7 +338,7 @@ class SearchSpace:
         widths = tuple(choose(st.widths, w) for st, w in zip(self.stages, arch.widths))
         return Arch(tuple(res), arch.stem_stride, depths, widths, arch.ops)
 
-    def _extreme(self, biggest: bool) -> Arch:
+    def _extreme(self, biggest: bool, family: str | None = None) -> Arch:
         """All layers one op: the one whose rough cost, summed over the extreme arch's
         layers (each at its width and spatial size), is the largest / smallest. Costs grow
         differently with width (a ResNet block is quadratic, a depthwise block nearly
@@ -349,15 +349,20 @@ class SearchSpace:
         depths = tuple(pick(s.depths) for s in self.stages)
         widths = tuple(pick(s.widths) for s in self.stages)
         shapes = self._shapes(res, stem, depths, widths)
-        op = pick(self.layer_options(),
+        options = [o for o in self.layer_options() if family in (None, o.family)]
+        if not options:
+            raise ValueError(f"block family {family!r} is not in space {self.name!r}")
+        op = pick(options,
                   key=lambda o: sum(_op_cost(o, sh.cout) * sh.hw[0] * sh.hw[1] for sh in shapes))
         return Arch(res, stem, depths, widths, tuple((op,) * md for md in self.max_depths))
 
-    def largest(self) -> Arch:
-        return self._extreme(True)
+    def largest(self, family: str | None = None) -> Arch:
+        """The costliest arch (of one block family if `family` is given)."""
+        return self._extreme(True, family)
 
-    def smallest(self) -> Arch:
-        return self._extreme(False)
+    def smallest(self, family: str | None = None) -> Arch:
+        """The cheapest arch (of one block family if `family` is given)."""
+        return self._extreme(False, family)
 
     # ------------------------------------------------------------------ encodings
     def encode(self, arch: Arch) -> dict[str, int]:
