@@ -107,7 +107,7 @@ class SubnetEvaluator:
     def evaluate(self, arch: Arch) -> dict:
         key = arch.arch_id
         if key in self.cache:
-            return dict(self.cache[key])
+            return {**self.cache[key], "_reused": True}
         t0 = time.perf_counter()
         net = self.subnet(arch)
         _, val = self._inputs(tuple(arch.resolution))

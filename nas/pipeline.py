@@ -147,6 +147,21 @@ def auto_budgets(space: SearchSpace, table, seed: int) -> list[float]:
                                                   * (np.log(hi) - np.log(lo)))]
 
 
+HV_RULE = ("fixed: error = the mean-gaze error on the validation set (a subnet worse than "
+           "always predicting the mean gaze adds nothing), latency = 1.1 x the table's "
+           "prediction for the space's largest subnet")
+
+
+def hv_reference(space: SearchSpace, table, splits) -> tuple[float, float]:
+    """The hypervolume reference point of every search of one (space, table, data): fixed
+    by the problem, not by what a run happened to evaluate, so fronts of different runs and
+    strategies compare."""
+    from nas.evaluation import mean_gaze_error
+
+    return (round(mean_gaze_error(splits, space.task), 4),
+            round(1.1 * table.predict(space, space.largest()), 5))
+
+
 def table_hash(table) -> str:
     return json_hash({"entries": table.entries, "correction": table.correction,
                       "device": table.meta.get("device")})
@@ -171,14 +186,16 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
     def evaluate(arch: Arch) -> dict:
         row = ev.evaluate(arch)
         row["latency_ms"] = round(table.predict(space, arch), 5)
-        return {k: row[k] for k in ("error_deg", "latency_ms", "params", "macs")}
+        return {k: row[k] for k in ("error_deg", "latency_ms", "params", "macs", "_reused")
+                if k in row}
 
     meta = {"space": space.name, "space_hash": space.space_hash(), "supernet": sup_hash,
             "lut": table_hash(table), "device": table.meta.get("device"), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed)
     result = run_search(space, strat, evaluate, evals=evals, budgets=budgets, out_dir=out_dir,
-                        batch=batch, log=log, meta=meta, restart_if_changed=restart_if_changed)
+                        batch=batch, log=log, meta=meta, restart_if_changed=restart_if_changed,
+                        hv_ref=hv_reference(space, table, splits), hv_rule=HV_RULE)
     result["evaluator"] = ev
     return result
 

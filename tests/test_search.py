@@ -264,7 +264,8 @@ def test_runner_writes_artifacts(tmp_path):
 
 
 @pytest.mark.parametrize("crash_at,strategy", [(3, "evolution"), (13, "evolution"),
-                                               (24, "evolution"), (13, "random")])
+                                               (24, "evolution"), (13, "random"),
+                                               (13, "optuna-tpe"), (13, "optuna-nsga2")])
 def test_runner_resume_matches_uninterrupted(tmp_path, crash_at, strategy):
     """Interrupted in the first batch, inside a later batch, and at a batch boundary."""
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
@@ -311,3 +312,39 @@ def test_runner_keeps_infeasible_off_the_front(tmp_path):
     bad = {r["arch_id"] for r in rows if r["latency_ms"] == "inf"}
     assert bad and not bad & {e["arch_id"] for e in res["front"]}
     assert res["summary"]["n_feasible"] == 40 - len(bad)
+
+
+def test_results_from_the_evaluators_cache_are_not_counted_as_new(tmp_path):
+    def cached(arch):
+        return {**synthetic(arch), "_reused": True}
+
+    res = search(tmp_path, cached, evals=16)
+    assert res["summary"]["evaluated_this_run"] == 0
+    assert "_reused" not in (tmp_path / "trials.csv").read_text()
+
+
+def test_fixed_hypervolume_reference_is_recorded(tmp_path):
+    res = search(tmp_path, Counting(), evals=16, hv_ref=(10.0, 5.0), hv_rule="fixed: test")
+    hv = res["summary"]["hypervolume"]
+    assert hv["reference"] == {"error_deg": 10.0, "latency_ms": 5.0}
+    assert hv["rule"] == "fixed: test"
+
+
+@pytest.mark.parametrize("name", ["optuna-tpe", "optuna-nsga2", "optuna-gp"])
+def test_optuna_strategies_store_the_study_with_budget_constraints(tmp_path, name):
+    import optuna
+
+    res = search(tmp_path, Counting(), evals=12 if name != "optuna-gp" else 6, strategy=name)
+    ids = [r["arch_id"] for r in trial_rows(tmp_path)]
+    assert len(ids) == len(set(ids))  # never the same arch twice
+    assert ids[:2] == [SPACE.largest().arch_id, SPACE.smallest().arch_id]  # extremes first
+    (study,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = optuna.load_study(study_name=study.study_name,
+                               storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) >= len(ids)
+    budget = 3.0  # the largest of search()'s budgets is the constraint
+    for t in done:
+        assert t.system_attrs["constraints:latency_over_largest_budget_ms"] == \
+            pytest.approx(t.values[1] - budget)
+    assert res["summary"]["strategy"] == name

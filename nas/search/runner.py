@@ -53,8 +53,8 @@ def _make_row(trial: int, arch: Arch, result: dict, seconds: float,
     row: dict[str, Any] = {"trial": trial, "arch_id": arch.arch_id, "arch": arch.to_string()}
     for k in objectives:
         row[k] = _scalar(result[k])
-    for k, v in result.items():
-        if k not in row and k not in _RESERVED:
+    for k, v in result.items():  # keys starting with "_" are signals, not columns
+        if k not in row and k not in _RESERVED and not str(k).startswith("_"):
             row[k] = _scalar(v)
     row["seconds"] = round(seconds, 6)
     return row
@@ -214,14 +214,15 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
                objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
                log: Callable[[str], Any] = print, meta: dict | None = None,
                resume: bool = True, hv_ref: Sequence[float] | None = None,
-               progress_every: float = 5.0, restart_if_changed: bool = False
-               ) -> dict[str, Any]:
+               progress_every: float = 5.0, restart_if_changed: bool = False,
+               hv_rule: str | None = None) -> dict[str, Any]:
     """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
 
     `objectives` are two minimised keys of evaluate()'s dict: error first, latency second
     (budgets apply to the second). A trial is infeasible when evaluate returns
     `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
-    front. `resume=False` discards an earlier run in `out_dir`; `restart_if_changed` does
+    front. A result with `_reused: True` came from the evaluator's own cache and is not
+    counted as evaluated now (keys starting with "_" are never stored). `resume=False` discards an earlier run in `out_dir`; `restart_if_changed` does
     so only when that run had other settings (instead of refusing). Returns
     {"front", "best_per_budget", "summary"} as written to disk, plus "meta" and
     "resumed_complete" (True when `out_dir` already held all `evals` trials).
@@ -237,6 +238,7 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mhash = _meta_hash(space, strategy, objectives, meta)
+    strategy.attach(out_dir, budgets)
     rows, cache = _restore(out_dir, strategy, mhash, resume, log, restart_if_changed)
     writer = _TrialsWriter(out_dir / TRIALS)
     if not (out_dir / STATE).exists():  # so an interrupted first batch can resume too
@@ -259,7 +261,7 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
                     t0 = time.perf_counter()
                     result = evaluate(arch)
                     row = _make_row(done, arch, result, time.perf_counter() - t0, objectives)
-                    n_new += 1
+                    n_new += not result.get("_reused", False)  # served from a cache: not new
                 row["trial"] = done
                 rows.append(row)
                 done += 1
@@ -288,10 +290,10 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
         _write_trials(writer, rows, cache)
     elapsed = time.perf_counter() - t_start
     result = write_outputs(out_dir, rows, budgets=budgets, objectives=objectives, meta=meta,
-                           hv_ref=hv_ref, extra={"strategy": strategy.name,
-                                                 "meta_hash": mhash, "evals": evals,
-                                                 "evaluated_this_run": n_new,
-                                                 "seconds_this_run": round(elapsed, 3)})
+                           hv_ref=hv_ref, hv_rule=hv_rule,
+                           extra={"strategy": strategy.name, "meta_hash": mhash,
+                                  "evals": evals, "evaluated_this_run": n_new,
+                                  "seconds_this_run": round(elapsed, 3)})
     result["meta"] = meta or {}
     result["resumed_complete"] = resumed_complete
     s = result["summary"]
@@ -346,7 +348,7 @@ def _entry(row: dict) -> dict[str, Any]:
 def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[float],
                   objectives: Sequence[str] = ("error_deg", "latency_ms"),
                   meta: dict | None = None, hv_ref: Sequence[float] | None = None,
-                  extra: dict | None = None) -> dict[str, Any]:
+                  hv_rule: str | None = None, extra: dict | None = None) -> dict[str, Any]:
     """pareto.{json,csv,png}, best_per_budget.json and summary.json from trial rows."""
     out_dir = Path(out_dir)
     err_key, lat_key = objectives
@@ -368,7 +370,7 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
             best.append({"budget_ms": b, **_entry(feas[i])})
 
     if hv_ref is not None:
-        ref, rule = [float(v) for v in hv_ref], "given"
+        ref, rule = [float(v) for v in hv_ref], hv_rule or "given"
     elif len(F):
         ref, rule = [float(v) for v in 1.1 * F.max(axis=0)], _HV_RULE
     else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from nas.errors import UserError
 from nas.space import Arch, SearchSpace
@@ -39,6 +40,10 @@ class Strategy(ABC):
     def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
         """Report the (minimised) objectives of an evaluated arch."""
 
+    def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
+        """Called by the runner before anything else: the search folder (a strategy that
+        persists itself, e.g. in an Optuna storage, puts it there) and the budgets."""
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """JSON-able snapshot sufficient to resume exactly."""
@@ -52,6 +57,9 @@ class Strategy(ABC):
 _REGISTRY: dict[str, Callable[..., Strategy] | str] = {
     "evolution": "nas.search.evolution:Evolution",
     "random": "nas.search.random_search:RandomSearch",
+    "optuna-tpe": "nas.search.optuna_strategy:OptunaTPE",
+    "optuna-nsga2": "nas.search.optuna_strategy:OptunaNSGA2",
+    "optuna-gp": "nas.search.optuna_strategy:OptunaGP",
 }
 
 
