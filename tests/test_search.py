@@ -83,12 +83,19 @@ def test_registry_and_unknown_name():
     assert {"evolution", "random"} <= set(known_strategies())
     assert isinstance(make_strategy("evolution", SPACE, 0, population=8), Evolution)
     assert isinstance(make_strategy("random", SPACE, 0), RandomSearch)
-    with pytest.raises(UserError, match="evolution.*random"):
+    with pytest.raises(UserError, match="evolution.*optuna-tpe.*random"):
         make_strategy("simulated-annealing", SPACE, 0)
     with pytest.raises(UserError, match="population"):
         make_strategy("evolution", SPACE, 0, popsize=8)
     with pytest.raises(UserError, match="population"):
         make_strategy("evolution", SPACE, 0, population=1)
+
+
+def test_external_strategy_by_module_attr():
+    st = make_strategy("nas.search.random_search:RandomSearch", SPACE, 3)
+    assert isinstance(st, RandomSearch)
+    with pytest.raises(UserError, match="cannot import external strategy"):
+        make_strategy("no_such_module:Thing", SPACE, 0)
 
 
 def test_register_lazy_strategy():
@@ -265,9 +272,12 @@ def test_runner_writes_artifacts(tmp_path):
 
 @pytest.mark.parametrize("crash_at,strategy", [(3, "evolution"), (13, "evolution"),
                                                (24, "evolution"), (13, "random"),
-                                               (13, "optuna-tpe"), (13, "optuna-nsga2")])
+                                               (13, "optuna-tpe"), (13, "optuna-nsga2"),
+                                               (13, "nni-tpe"), (13, "nni-evolution")])
 def test_runner_resume_matches_uninterrupted(tmp_path, crash_at, strategy):
     """Interrupted in the first batch, inside a later batch, and at a batch boundary."""
+    if strategy.startswith("nni-"):
+        pytest.importorskip("nni", reason="the nni-* strategies need the [nni] extra")
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     search(ref_dir, Counting(), strategy=strategy)
 
@@ -348,3 +358,21 @@ def test_optuna_strategies_store_the_study_with_budget_constraints(tmp_path, nam
         assert t.system_attrs["constraints:latency_over_largest_budget_ms"] == \
             pytest.approx(t.values[1] - budget)
     assert res["summary"]["strategy"] == name
+
+
+@pytest.mark.parametrize("name", ["nni-tpe", "nni-evolution", "nni-random"])
+def test_nni_tuners_search_per_budget_and_never_repeat(tmp_path, name):
+    pytest.importorskip("nni", reason="the nni-* strategies need the [nni] extra")
+    res = search(tmp_path, Counting(), evals=24, strategy=name)
+    ids = [r["arch_id"] for r in trial_rows(tmp_path)]
+    assert len(ids) == 24 == len(set(ids))
+    assert ids[:2] == [SPACE.largest().arch_id, SPACE.smallest().arch_id]
+    assert res["front"]
+
+
+def test_nni_missing_is_one_line_with_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "nni", None)  # as if the extra were not installed
+    st = make_strategy("nni-tpe", SPACE, 0)
+    st.attach(tmp_path, [1.0])
+    with pytest.raises(UserError, match=r"pip install 'gaze-nas\[nni\]'"):
+        st.ask(1 + 2)  # the two seeded extremes come first; the third needs a tuner

@@ -7,10 +7,11 @@ from nas.search.pareto import (best_under_budget, crowding_distance, hypervolume
                                non_dominated_mask, nondominated_sort)
 from nas.search.random_search import RandomSearch
 from nas.search.runner import load_front, read_trials, replot, run_search, write_outputs
-from nas.search.strategy import Strategy, known_strategies, make_strategy, register_strategy
+from nas.search.strategy import (Strategy, check_strategy, known_strategies, make_strategy,
+                                 register_strategy)
 
 __all__ = [
-    "Evolution", "RandomSearch", "Strategy", "best_under_budget", "crowding_distance",
+    "Evolution", "RandomSearch", "Strategy", "best_under_budget", "check_strategy", "crowding_distance",
     "hypervolume_2d", "known_strategies", "load_front", "make_strategy", "non_dominated_mask",
     "nondominated_sort", "read_trials", "register_strategy", "replot", "run_search", "write_outputs",
 ]

@@ -60,6 +60,9 @@ _REGISTRY: dict[str, Callable[..., Strategy] | str] = {
     "optuna-tpe": "nas.search.optuna_strategy:OptunaTPE",
     "optuna-nsga2": "nas.search.optuna_strategy:OptunaNSGA2",
     "optuna-gp": "nas.search.optuna_strategy:OptunaGP",
+    "nni-tpe": "nas.search.nni_strategy:NNITPE",          # needs .[nni]
+    "nni-evolution": "nas.search.nni_strategy:NNIEvolution",
+    "nni-random": "nas.search.nni_strategy:NNIRandom",
 }
 
 
@@ -72,9 +75,40 @@ def register_strategy(name: str, factory: Callable[..., Strategy] | str) -> None
     _REGISTRY[name] = factory
 
 
+ENTRY_POINT_GROUP = "gaze_nas.strategies"
+
+
+def _entry_points() -> dict[str, str]:
+    """Strategies other packages declare under the `gaze_nas.strategies` entry-point group."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def known_strategies() -> list[str]:
-    """Registered strategy names, sorted."""
-    return sorted(_REGISTRY)
+    """Registered and entry-point strategy names, sorted."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def check_strategy(name: str) -> None:
+    """Refuse an unknown name before any work starts. A "module:attr" name is an external
+    strategy class, imported on use."""
+    if name in _REGISTRY or name in _entry_points():
+        return
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"cannot import external strategy {name!r} ({exc})",
+                            field="search.strategy") from None
+        if not (inspect.isclass(obj) and issubclass(obj, Strategy)) and not callable(obj):
+            raise UserError(f"{name!r} is not a Strategy class or factory",
+                            field="search.strategy")
+        return
+    raise UserError(f"unknown search strategy {name!r}; known: "
+                    f"{', '.join(known_strategies())} (or module:attr for your own)",
+                    field="search.strategy")
 
 
 def _resolve(entry: Callable[..., Strategy] | str) -> Callable[..., Strategy]:
@@ -87,10 +121,8 @@ def _resolve(entry: Callable[..., Strategy] | str) -> Callable[..., Strategy]:
 def make_strategy(name: str, space: SearchSpace, seed: int, **opts: Any) -> Strategy:
     """Build a registered strategy; an unknown name or option is a UserError naming the
     known ones (these come straight from an experiment config)."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown search strategy {name!r}; known: "
-                        f"{', '.join(known_strategies())}", field="search.strategy")
-    factory = _resolve(_REGISTRY[name])
+    check_strategy(name)
+    factory = _resolve(_REGISTRY.get(name) or _entry_points().get(name) or name)
     try:
         inspect.signature(factory).bind(space, seed, **opts)
     except TypeError as exc:
