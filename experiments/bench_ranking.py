@@ -146,7 +146,8 @@ def _inherited(path: str, space: SearchSpace, splits, cfg, archs) -> list[float]
 
     net, _ = load_supernet(path)
     ev = SubnetEvaluator(net, space, splits, recal_images=cfg.search.recal_images,
-                         val_images=cfg.search.val_images, threads=cfg.search.threads)
+                         val_images=cfg.search.val_images, threads=cfg.search.threads,
+                         head_refit_images=cfg.search.head_refit_images)
     return [round(ev.evaluate(a)["error_deg"], 4) for a in archs]
 
 

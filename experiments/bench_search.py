@@ -88,6 +88,7 @@ def main() -> int:
                                    budgets=budgets, seed=seed, batch=s_cfg.get("batch", 8),
                                    recal_images=s_cfg.get("recal_images", 512),
                                    val_images=s_cfg.get("val_images", 2000), threads=1,
+                                   head_refit_images=cfg.search.head_refit_images,
                                    log=lambda m: None)
             logs[(name, seed)] = read_trials(d / "trials.csv")
             print(f"  {name} seed {seed}: {res['summary']['evaluated_this_run']} evaluated "

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from nas import __version__
-from nas.errors import UserError
+from nas.distributed import EXECUTORS
+from nas.errors import EXCERPT, UserError, excerpt, safe_name
 
 _T0 = time.time()
 
@@ -27,7 +29,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from nas.pipeline import run
 
     cfg = getattr(a, "config_obj", None) or load_config(a.config)
-    out = Path(a.out or Path("runs") / cfg.name)
+    out = _prepare_run(cfg, a.out)
     m = run(cfg, out, log)  # locks `out`, then writes run_config.json
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stage_seconds"].items())
           + f"; total {m['total_seconds']:.1f}")
@@ -43,7 +45,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from nas.space import SearchSpace
 
     cfg = load_config(a.config)
-    out = Path(a.out or Path("runs") / cfg.name)
+    out = _prepare_run(cfg, a.out)
     with RunLock(out):
         atomic_write_json(out / "run_config.json", cfg.to_dict())
         space = SearchSpace.load(cfg.space)
@@ -51,7 +53,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         with clock.stage("data"):
             splits = load_splits(cfg, log)
         with clock.stage("train") as info:
-            path = ensure_supernet(cfg, space, splits, out, log, info)
+            if a.ray_workers:
+                from nas.distributed.train import train_supernet_ray
+
+                path = train_supernet_ray(cfg, out, workers=a.ray_workers, ray=cfg.ray,
+                                          splits=splits, log=log)
+            else:
+                path = ensure_supernet(cfg, space, splits, out, log, info)
     print(path)
     return 0
 
@@ -89,9 +97,12 @@ def cmd_profile(a: argparse.Namespace) -> int:
     from nas.latency import profile_space
     from nas.space import SearchSpace
 
+    out = Path(a.out)
+    if out.is_dir():
+        raise UserError("expected a table file, found a folder", source=str(out), field="--out")
+    _writable_dir(out.parent, "--out")
     sp = SearchSpace.load(a.space)
-    t = profile_space(sp, Path(a.out), device=a.device, workers=a.workers, rounds=a.rounds,
-                      log=log)
+    t = profile_space(sp, out, device=a.device, workers=a.workers, rounds=a.rounds, log=log)
     print(f"{t.path}: {len(t.entries)} entries for device {t.meta.get('device')}")
     return 0
 
@@ -102,7 +113,7 @@ def cmd_lut_validate(a: argparse.Namespace) -> int:
 
     sp = SearchSpace.load(a.space)
     t = LatencyTable.load(a.lut)
-    t.check_space(sp)
+    t.check_space(sp, correction=False)  # validation fits the correction anew
     rep = validate_table(t, sp, samples=a.samples, seed=a.seed, rounds=a.rounds, log=log)
     keys = ("mape", "within_5", "within_10", "kendall_tau", "n")
     if a.json:
@@ -114,12 +125,57 @@ def cmd_lut_validate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _run_context(run_dir: Path):
-    """Supernet path, its space, and the data splits a run was trained with."""
-    from nas.pipeline import splits_from
-    from nas.space import SearchSpace
-    from nas.train import load_checkpoint
+def _writable_dir(path: Path, flag: str) -> Path:
+    """`path` is (or can be made) a folder we may write: else a one-line UserError, before
+    any work."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UserError("expected a folder, found a file" if p == path else
+                        f"cannot make a folder under the file {p}", source=str(path), field=flag)
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError("folder is not writable", source=str(p), field=flag)
+    return path
 
+
+def _check_run_folder(run_dir: Path, full: bool) -> None:
+    """What a run folder holds is ours, or a one-line UserError: the supernet (`full`:
+    also any training checkpoint) and the evaluation cache."""
+    from nas.io import iter_jsonl, load_torch_dict
+    from nas.train import SUPERNET_FORMAT
+
+    if full and (run_dir / "supernet.pt").is_file():
+        load_torch_dict(run_dir / "supernet.pt", "supernet", SUPERNET_FORMAT,
+                        ("space", "state_dict"))
+    if full and (run_dir / "train" / "checkpoint.pt").is_file():
+        load_torch_dict(run_dir / "train" / "checkpoint.pt", "training checkpoint")
+    if (run_dir / "eval_cache.jsonl").is_file():
+        for _ in iter_jsonl(run_dir / "eval_cache.jsonl", ("arch_id", "arch")):
+            pass
+
+
+def _prepare_run(cfg, out_flag: str | None) -> Path:
+    """The run folder of `run` / `train` / `baselines`, every input checked before the
+    folder is touched: the config's other files, and what the folder already holds."""
+    from nas.config import check_inputs
+
+    out = _writable_dir(Path(out_flag or Path("runs") / cfg.name), "--out")
+    check_inputs(cfg)
+    _check_run_folder(out, full=True)
+    return out
+
+
+def _run_context(run_dir: Path):
+    """Supernet path, its space, the run's validated config and the supernet's metadata; no
+    data is loaded (see `_run_splits`), so every check here comes before any work."""
+    from nas.config import config_from_dict
+    from nas.io import load_torch_dict
+    from nas.space import SearchSpace
+    from nas.train import SUPERNET_FORMAT
+
+    if not run_dir.is_dir():
+        raise UserError("no such run folder", source=str(run_dir), field="--run")
     sup = run_dir / "supernet.pt"
     if not sup.is_file():
         raise UserError("no supernet.pt here (run `gaze-nas train` or `gaze-nas run` first)",
@@ -127,38 +183,71 @@ def _run_context(run_dir: Path):
     cfg_path = run_dir / "run_config.json"
     if not cfg_path.is_file():
         raise UserError("missing run_config.json (not a gaze-nas run folder)", source=str(run_dir))
-    cfg = json.loads(cfg_path.read_text())
-    meta = load_checkpoint(sup)
-    space = SearchSpace.from_dict(json.loads(meta["space"]), source=f"{sup}:space")
-    splits = splits_from(cfg["data"], cfg["seed"], str(cfg_path), log)
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"malformed JSON ({type(exc).__name__}: {str(exc)[:EXCERPT]})",
+                        source=str(cfg_path)) from None
+    cfg = config_from_dict(raw, str(cfg_path))
+    meta = load_torch_dict(sup, "supernet", SUPERNET_FORMAT, ("space", "state_dict", "data"))
+    try:
+        space_dict = json.loads(meta["space"])
+    except (TypeError, ValueError, RecursionError):
+        raise UserError("the stored space is not JSON", source=str(sup), field="space") from None
+    space = SearchSpace.from_dict(space_dict, source=f"{sup}:space")
+    _check_run_folder(run_dir, full=False)
+    return sup, space, cfg, meta
+
+
+def _run_splits(run_dir: Path, cfg, meta: dict):
+    """The data splits the run's supernet was trained on (rendered or from the cache)."""
+    from dataclasses import asdict
+
+    from nas.pipeline import splits_from
+
+    cfg_path = run_dir / "run_config.json"
+    splits = splits_from(asdict(cfg.data), cfg.seed, str(cfg_path), log)
     if splits.fingerprint != meta.get("data"):
         raise UserError(f"the data ({splits.fingerprint}) is not what the supernet was trained "
-                        f"on ({meta.get('data')})", source=str(cfg_path), field="data")
-    return sup, space, splits, cfg
+                        f"on ({excerpt(meta.get('data'))})", source=str(cfg_path), field="data")
+    return splits
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from nas.latency import LatencyTable
-    from nas.pipeline import auto_budgets, run_search_stage
+    from nas.pipeline import auto_budgets, evaluator_spec, run_search_stage
     from nas.rundir import RunLock
 
     run_dir = Path(a.run)
-    sup, space, splits, cfg = _run_context(run_dir)
+    sup, space, cfg, meta = _run_context(run_dir)
     table = LatencyTable.load(a.lut)
     table.check_space(space)
     budgets = a.budget_ms or auto_budgets(space, table, a.seed)
-    s = cfg.get("search", {})
-    out = Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{a.strategy}")
+    s = cfg.search
+    executor = a.executor or s.executor
+    if executor == "ray":
+        from nas.distributed import require_ray
+
+        require_ray("--executor ray")  # a one-line error before any data loads
+    out = _writable_dir(Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{a.strategy}"),
+                        "--out")
+    splits = _run_splits(run_dir, cfg, meta)
     t0 = time.perf_counter()
     with ExitStack() as locks:  # the run folder (its evaluation cache) and the output folder
         locks.enter_context(RunLock(run_dir))
         if not out.resolve().is_relative_to(run_dir.resolve()):
             locks.enter_context(RunLock(out))
         res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy,
-                               evals=a.evals, budgets=budgets, seed=a.seed,
-                               batch=s.get("batch", 8), recal_images=s.get("recal_images", 512),
-                               val_images=s.get("val_images", 2000),
-                               threads=s.get("threads", 2), log=log)
+                               evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
+                               recal_images=s.recal_images, val_images=s.val_images,
+                               threads=s.threads, log=log, executor=executor,
+                               workers=a.workers or s.workers,
+                               head_refit_images=s.head_refit_images,
+                               ray=replace(cfg.ray, address=a.ray_address or cfg.ray.address),
+                               spec=(evaluator_spec(sup, cfg, splits.fingerprint)
+                                     if executor == "ray" else None))
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
           f"{time.perf_counter() - t0:.1f} s")
     for b in res["best_per_budget"]:
@@ -173,25 +262,24 @@ def cmd_search(a: argparse.Namespace) -> int:
 def _run_subnet(run_dir: Path, arch_text: str):
     """(arch, evaluator, supernet path, space, splits, run config) for one subnet of a run,
     evaluated as the run's search evaluated it."""
-    from nas.evaluation import SubnetEvaluator
-    from nas.pipeline import find_arch
-    from nas.train import load_supernet
+    from nas.pipeline import build_evaluator, find_arch
 
-    sup, space, splits, cfg = _run_context(run_dir)
+    sup, space, cfg, meta = _run_context(run_dir)
     arch = find_arch(run_dir, space, arch_text)
-    net, _ = load_supernet(sup)
-    s = cfg.get("search", {})
-    ev = SubnetEvaluator(net, space, splits, recal_images=s.get("recal_images", 512),
-                         val_images=s.get("val_images", 2000))
+    splits = _run_splits(run_dir, cfg, meta)
+    ev = build_evaluator(sup, splits, recal_images=cfg.search.recal_images,
+                         val_images=cfg.search.val_images, space=space, cache=False,
+                         head_refit_images=cfg.search.head_refit_images)
     return arch, ev, sup, space, splits, cfg
 
 
 def cmd_export(a: argparse.Namespace) -> int:
     from nas.export import export_subnet
 
+    out = _writable_dir(Path(a.out), "--out")
     arch, ev, _, space, _, _ = _run_subnet(Path(a.run), a.arch)
     row = ev.evaluate(arch)
-    card = export_subnet(ev.subnet(arch), space, Path(a.out), extra={"error_deg": row["error_deg"]})
+    card = export_subnet(ev.subnet(arch), space, out, extra={"error_deg": row["error_deg"]})
     print(f"{a.out}: model.onnx, model.pt, card.json ({card['arch_id']}, error "
           f"{row['error_deg']:.2f} deg, {card['macs'] / 1e6:.2f} MMAC)")
     return 0
@@ -202,12 +290,21 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     from nas.finetune import FinetuneConfig, finetune_subnet
     from nas.train import supernet_id
 
-    if a.epochs < 1 or a.lr <= 0 or not 0 <= a.kd <= 1:
-        raise UserError("expected --epochs >= 1, --lr > 0 and --kd in [0, 1]", field="finetune")
-    out = Path(a.out)
+    out = _writable_dir(Path(a.out), "--out")
+    if a.tune:
+        from nas.distributed.tune import TuneSettings, tune_finetune
+
+        _, _, cfg, _ = _run_context(Path(a.run))  # every check before any work
+        (r,) = tune_finetune(a.run, [a.arch], out_dir=out, workers=a.workers, ray=cfg.ray,
+                             settings=TuneSettings(samples=a.samples, max_epochs=a.epochs),
+                             log=log)
+        print(f"{out / r['arch_id']}: {r['arch_id']} chose lr {r['lr']:.2e}, {r['epochs']} "
+              f"epoch(s), kd {r['kd_weight']:g}: inherited {r['error_inherited']:.2f} -> "
+              f"fine-tuned {r['error_finetuned']:.2f} deg ({r['n_trials']} trials)")
+        return 0
     arch, ev, sup, space, splits, cfg = _run_subnet(Path(a.run), a.arch)
     ft = FinetuneConfig(epochs=a.epochs, lr=a.lr, kd_weight=a.kd)
-    tuned, rec = finetune_subnet(ev, arch, splits, ft, cfg["seed"], out / "finetune",
+    tuned, rec = finetune_subnet(ev, arch, splits, ft, cfg.seed, out / "finetune",
                                  supernet_id(sup), log)
     better = rec["error_finetuned"] < rec["error_inherited"]
     model = tuned if better else ev.subnet(arch)
@@ -231,8 +328,56 @@ def cmd_baselines(a: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (no usage block), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message, source=self.prog.partition(" ")[2] or None)
+
+
+def _number(key: str, kind: type = int):
+    """argparse type for a flag: the rule of `nas.config.LIMITS[key]`, the config field the
+    flag sets (or the flag's own entry there where its meaning differs)."""
+    def parse(text: str):
+        from nas.config import field_error
+
+        try:
+            v = kind(text)
+        except ValueError:
+            v = text
+        err = field_error(key, v, kind)
+        if err:
+            raise argparse.ArgumentTypeError(err)
+        return v
+
+    return parse
+
+
+def _device(text: str) -> str:
+    if not safe_name(text):
+        raise argparse.ArgumentTypeError(f"expected a plain device name (a file name: no '/', "
+                                         f"not starting with '.'), got {excerpt(text)}")
+    return text
+
+
+def _strategy(text: str) -> str:
+    from nas.search.strategy import known_strategies
+
+    if text not in known_strategies():
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(known_strategies())}, "
+                                         f"got {excerpt(text)}")
+    return text
+
+
+def _arch(text: str) -> str:
+    if not text.strip() or len(text) > 2000 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"expected an arch_id or a canonical arch string, got "
+                                         f"{excerpt(text)}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gaze-nas", description=(
+    p = _Parser(prog="gaze-nas", description=(
         "Hardware-aware NAS for gaze estimation: train a supernet once, profile a device, "
         "search the accuracy-latency Pareto front."))
     p.add_argument("--version", action="version", version=f"gaze-nas {__version__}")
@@ -246,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="render data and train the supernet (resumable)")
     t.add_argument("config")
     t.add_argument("--out")
+    t.add_argument("--ray-workers", type=_number("search.workers"),
+                   help="train data-parallel on this many Ray Train workers (gloo, 1 CPU each; "
+                   "the run's ray.address, else a private Ray on this machine)")
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("space", help="inspect a search space")
@@ -257,9 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="build a latency table for this machine")
     pr.add_argument("--space", required=True)
     pr.add_argument("--out", required=True, help="LUT file, e.g. latency_tables/<device>.yaml")
-    pr.add_argument("--device", help="device name (default: from the CPU model)")
-    pr.add_argument("--workers", type=int, default=2, help="ONNX export processes")
-    pr.add_argument("--rounds", type=int, default=5)
+    pr.add_argument("--device", type=_device, help="device name (default: from the CPU model)")
+    pr.add_argument("--workers", type=_number("latency.workers"), default=2,
+                    help="ONNX export processes")
+    pr.add_argument("--rounds", type=_number("latency.rounds"), default=5)
     pr.set_defaults(fn=cmd_profile)
 
     lut = sub.add_parser("lut", help="latency-table tools")
@@ -267,36 +416,55 @@ def build_parser() -> argparse.ArgumentParser:
     v = ls.add_parser("validate", help="measure K random subnets end to end, fit the correction")
     v.add_argument("lut")
     v.add_argument("--space", required=True)
-    v.add_argument("--samples", type=int, default=40)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--rounds", type=int, default=5)
+    v.add_argument("--samples", type=_number("lut validate --samples"), default=40)
+    v.add_argument("--seed", type=_number("seed"), default=0)
+    v.add_argument("--rounds", type=_number("latency.rounds"), default=5)
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(fn=cmd_lut_validate)
+    from nas.latency.commands import register as register_latency_commands  # lut bundle/import/adapt
+    register_latency_commands(ls, pr)
 
     se = sub.add_parser("search", help="multi-objective search over a trained run")
     se.add_argument("--run", required=True, help="run folder holding supernet.pt")
     se.add_argument("--lut", required=True)
-    se.add_argument("--budget-ms", type=float, nargs="*", default=[])
-    se.add_argument("--strategy", default="evolution")
-    se.add_argument("--evals", type=int, default=160)
-    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--budget-ms", type=_number("search.budgets_ms", float), nargs="*",
+                    default=[])
+    se.add_argument("--strategy", type=_strategy, default="evolution")
+    se.add_argument("--evals", type=_number("search.evals"), default=160)
+    se.add_argument("--seed", type=_number("seed"), default=0)
     se.add_argument("--out")
+    se.add_argument("--executor", choices=EXECUTORS, help="sequential, or ray: each batch "
+                    "on --workers Ray workers, same result (default: the run's search.executor)")
+    se.add_argument("--workers", type=_number("search.workers"),
+                    help="Ray workers with --executor ray (default: the run's search.workers)")
+    se.add_argument("--ray-address", help="Ray cluster to join with --executor ray (default: "
+                    "the run's ray.address, else a private Ray on this machine)")
     se.set_defaults(fn=cmd_search)
 
     ex = sub.add_parser("export", help="export one subnet (ONNX + torch + card)")
     ex.add_argument("--run", required=True)
-    ex.add_argument("--arch", required=True, help="arch_id from the run, or a canonical string")
+    ex.add_argument("--arch", required=True, type=_arch,
+                    help="arch_id from the run, or a canonical string")
     ex.add_argument("--out", required=True)
     ex.set_defaults(fn=cmd_export)
 
     ft = sub.add_parser("finetune", help="fine-tune one subnet from its inherited weights, "
                         "then export it")
     ft.add_argument("--run", required=True)
-    ft.add_argument("--arch", required=True, help="arch_id from the run, or a canonical string")
-    ft.add_argument("--epochs", type=int, default=2)
-    ft.add_argument("--lr", type=float, default=1e-3)
-    ft.add_argument("--kd", type=float, default=0.0,
+    ft.add_argument("--arch", required=True, type=_arch,
+                    help="arch_id from the run, or a canonical string")
+    ft.add_argument("--epochs", type=_number("finetune --epochs"), default=2)
+    ft.add_argument("--lr", type=_number("finetune.lr", float), default=1e-3)
+    ft.add_argument("--kd", type=_number("finetune.kd_weight", float), default=0.0,
                     help="weight of distillation from the supernet's largest subnet (0-1)")
+    ft.add_argument("--tune", action="store_true", help="instead: let Ray Tune pick the "
+                    "learning rate, epochs (1 to --epochs) and distillation weight, with ASHA "
+                    "early stopping; exports the best to OUT/<arch_id>/, all trials in "
+                    "OUT/summary.json")
+    ft.add_argument("--samples", type=_number("search.workers"), default=8,
+                    help="with --tune: trials")
+    ft.add_argument("--workers", type=_number("search.workers"), default=2,
+                    help="with --tune: concurrent trials (Ray workers, 1 CPU each)")
     ft.add_argument("--out", required=True)
     ft.set_defaults(fn=cmd_finetune)
 
@@ -308,12 +476,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_environment() -> None:
+    cache = os.environ.get("GAZE_NAS_CACHE")
+    if cache is not None and (not cache.strip() or Path(cache).is_file()):
+        raise UserError(f"expected a folder for rendered datasets (unset it for "
+                        f"~/.cache/gaze-nas), got {excerpt(cache)}", source="environment",
+                        field="GAZE_NAS_CACHE")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file-system error: the path(s) and the reason."""
+    paths = [str(f)[:200] for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(paths) or 'file system'}: {exc.strerror or type(exc).__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+        _check_environment()
         return args.fn(args)
     except UserError as exc:
         print(f"gaze-nas: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only folder, a file where a folder belongs, a full disk
+        print(f"gaze-nas: error: {UserError(_os_error(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gaze-nas: interrupted; finished work is saved, run the same command to resume",

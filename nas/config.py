@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from nas.errors import UserError, read_user_yaml
+from nas.distributed import EXECUTORS, RayConfig
+from nas.errors import UserError, check_keys, excerpt, find_non_finite, read_user_yaml, safe_name
 from nas.finetune import FinetuneConfig
+from nas.latency.fit import MIN_SAMPLES_FULL_FIT
 from nas.train import SAMPLINGS, SMALLEST, TrainConfig
 
 
@@ -35,8 +39,11 @@ class SearchConfig:
     batch: int = 8
     budgets_ms: list = field(default_factory=list)
     recal_images: int = 512
+    head_refit_images: int = 0     # > 0: refit each subnet's linear head on this many images
     val_images: int = 2000
     threads: int = 2
+    executor: str = "sequential"  # sequential | ray: each batch on Ray workers (nas.distributed)
+    workers: int = 2              # Ray evaluation workers with executor: ray (1 CPU each)
 
 
 @dataclass
@@ -59,45 +66,145 @@ class ExperimentConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     source: str = "<dict>"
     raw: dict = field(default_factory=dict, repr=False)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "space": str(self.space),
                 "data": asdict(self.data), "train": asdict(self.train),
                 "latency": asdict(self.latency), "search": asdict(self.search),
-                "finetune": asdict(self.finetune), "baselines": asdict(self.baselines)}
+                "finetune": asdict(self.finetune), "baselines": asdict(self.baselines),
+                "ray": asdict(self.ray)}
 
 
-def _section(cls: type, d: Any, name: str, source: str) -> Any:
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: [lo, hi] (`lo_open`: lo itself excluded), plus `also`."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    also: tuple = ()
+
+    def ok(self, x: float) -> bool:
+        if x in self.also:
+            return True
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return self.hi is None or x <= self.hi
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None and not self.lo_open:
+            text = f"in [{self.lo}, {self.hi}]"
+        else:
+            text = " and ".join(
+                ([f"{'>' if self.lo_open else '>='} {self.lo}"] if self.lo is not None else [])
+                + ([f"<= {self.hi}"] if self.hi is not None else [])) or "any value"
+        return " or ".join([*map(str, self.also), text])
+
+
+MAX_IMAGES = 500_000
+SEED = Range(0, 2**32 - 1)
+# Every number a config (or the CLI flag that sets the same thing) may hold: one place.
+LIMITS: dict[str, Range] = {
+    "seed": SEED,
+    "data.train": Range(256, MAX_IMAGES), "data.val": Range(64, MAX_IMAGES // 5),
+    "data.workers": Range(1, 64),
+    "train.epochs": Range(1, 10_000), "train.batch_size": Range(2, MAX_IMAGES),
+    "train.lr": Range(0, 10, lo_open=True), "train.weight_decay": Range(0, 10),
+    "train.warmup_steps": Range(0, 10**7), "train.random_subnets": Range(0, 64),
+    "train.random_subnet_images": Range(2, MAX_IMAGES, also=(0,)),
+    "train.kd_weight": Range(0, 1), "train.feature_kd": Range(0, 100),
+    "train.threads": Range(1, 256), "train.checkpoint_every_s": Range(0, None, lo_open=True),
+    "train.eval_images": Range(1, MAX_IMAGES // 5),
+    "latency.validate_samples": Range(MIN_SAMPLES_FULL_FIT, 10_000, also=(0,)),
+    "latency.rounds": Range(1, 1000), "latency.workers": Range(1, 64),
+    "search.evals": Range(1, 10**6), "search.batch": Range(1, 4096),
+    "search.budgets_ms": Range(0, None, lo_open=True), "search.recal_images": Range(1, MAX_IMAGES),
+    "search.head_refit_images": Range(64, MAX_IMAGES, also=(0,)),
+    "search.val_images": Range(1, MAX_IMAGES), "search.threads": Range(1, 256),
+    "search.workers": Range(1, 4096),
+    "finetune.epochs": Range(0, 10_000), "finetune.lr": Range(0, 10, lo_open=True),
+    "finetune.batch_size": Range(2, MAX_IMAGES), "finetune.weight_decay": Range(0, 10),
+    "finetune.warmup_steps": Range(0, 10**7), "finetune.kd_weight": Range(0, 1),
+    "finetune.threads": Range(1, 256), "baselines.workers": Range(1, 64),
+    # CLI flags whose meaning differs from their config field's
+    "lut validate --samples": Range(MIN_SAMPLES_FULL_FIT, 10_000),  # 0 does not skip there
+    "finetune --epochs": Range(1, 10_000),                          # 0 would fine-tune nothing
+}
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "latency": LatencyConfig,
+             "search": SearchConfig, "finetune": FinetuneConfig, "baselines": BaselinesConfig,
+             "ray": RayConfig}
+_TOP = ("version", "name", "seed", "space", *_SECTIONS)
+
+
+def _strategies() -> list[str]:
+    from nas.search.strategy import known_strategies
+
+    return known_strategies()
+
+
+_CHOICES: dict[str, Callable[[], Any]] = {
+    "data.source": lambda: ("synthetic",), "train.sampling": lambda: SAMPLINGS,
+    "train.smallest": lambda: SMALLEST, "search.strategy": _strategies,
+    "search.executor": lambda: EXECUTORS}
+
+
+def _number_ok(v: Any, kind: type) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
+        return False
+    return kind is int or math.isfinite(v)
+
+
+def field_error(key: str, v: Any, kind: type = int) -> str | None:
+    """None if `v` is a valid value of the number `key` ("section.field"), else what was
+    expected: the one rule the config and its CLI flags share. Bools are not numbers."""
+    rng = LIMITS.get(key, Range())
+    if _number_ok(v, kind) and rng.ok(v):
+        return None
+    return f"expected {'an integer' if kind is int else 'a finite number'} {rng}, got {excerpt(v)}"
+
+
+def _fail(msg: str, src: str, fld: str | None = None) -> None:
+    raise UserError(msg, source=src, field=fld)
+
+
+def _choice(v: Any, key: str, src: str) -> None:
+    options = list(_CHOICES[key]())
+    if v not in options:
+        near = difflib.get_close_matches(str(v), options, n=1)
+        _fail(f"expected one of {', '.join(options)}"
+              f"{f' (did you mean {near[0]!r}?)' if near else ''}, got {excerpt(v)}", src, key)
+
+
+def _section(cls: type, d: Any, name: str, src: str) -> Any:
     if d is None:
         return cls()
     if not isinstance(d, dict):
-        raise UserError("expected a mapping", source=source, field=name)
-    defaults = cls()
-    out = {}
+        _fail(f"expected a mapping, got {excerpt(d)}", src, name)
+    check_keys(d, cls.__dataclass_fields__, src, f"{name}.")
+    defaults, out = cls(), {}
     for k, v in d.items():
-        if k not in cls.__dataclass_fields__:
-            raise UserError(f"unknown field; expected one of "
-                            f"{', '.join(cls.__dataclass_fields__)}", source=source,
-                            field=f"{name}.{k}")
-        want = getattr(defaults, k)
-        ok = True
+        key, want = f"{name}.{k}", getattr(defaults, k)
         if isinstance(want, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(want, int):
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        elif isinstance(want, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            v = float(v) if ok else v  # `lr: 3` and `lr: 3.0` are one config
+            if not isinstance(v, bool):
+                _fail(f"expected true or false, got {excerpt(v)}", src, key)
+        elif isinstance(want, (int, float)):
+            err = field_error(key, v, type(want))
+            if err:
+                _fail(err, src, key)
+            v = float(v) if isinstance(want, float) else v  # `lr: 3` and `lr: 3.0` are one
         elif isinstance(want, list):
-            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and x > 0 for x in v)
-        elif want is None:
-            ok = v is None or isinstance(v, str)
-        elif isinstance(want, str):
-            ok = isinstance(v, str)
-        if not ok:
-            raise UserError(f"expected {type(want).__name__ if want is not None else 'a string'}"
-                            f"{' of positive numbers' if isinstance(want, list) else ''}, "
-                            f"got {v!r}", source=source, field=f"{name}.{k}")
+            if not isinstance(v, list) or len(v) > 100:
+                _fail(f"expected a list (at most 100), got {excerpt(v)}", src, key)
+            for x in v:
+                err = field_error(key, x, float)
+                if err:
+                    _fail(err, src, key)
+        elif not (isinstance(v, str) or (want is None and v is None)):
+            _fail(f"expected a string{' or null' if want is None else ''}, got {excerpt(v)}",
+                  src, key)
+        if key in _CHOICES:
+            _choice(v, key, src)
         out[k] = v
     return cls(**out)
 
@@ -106,63 +213,77 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Load and validate an experiment config; relative paths resolve from the config's folder
     first, then from the current directory."""
     path = Path(path)
-    d = read_user_yaml(path, "an experiment config YAML")
-    src = str(path)
+    return config_from_dict(read_user_yaml(path, "an experiment config YAML"), str(path), path)
+
+
+def config_from_dict(d: Any, src: str, path: Path | None = None) -> ExperimentConfig:
+    """Validate a config mapping (a YAML config, or a run folder's run_config.json): every
+    field's type and range, names, and the checks across fields. With `path`, `space` and
+    `latency.lut` resolve from its folder and must exist; without, they are kept as given."""
     if not isinstance(d, dict):
-        raise UserError("expected a mapping at the top level", source=src)
-    known = {"version", "name", "seed", "space", "data", "train", "latency", "search", "finetune",
-             "baselines"}
-    for k in d:
-        if k not in known:
-            raise UserError(f"unknown field; expected one of {', '.join(sorted(known))}",
-                            source=src, field=k)
+        _fail(f"expected a mapping at the top level, got {excerpt(d)}", src)
+    bad = find_non_finite(d)
+    if bad:
+        _fail("NaN or infinite value (expected a finite number)", src, bad)
+    check_keys(d, _TOP, src)
+    if d.get("version", 1) != 1 or isinstance(d.get("version"), bool):
+        _fail(f"expected 1 (the only config version), got {excerpt(d.get('version'))}", src,
+              "version")
     name = d.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise UserError(f"expected a run name without '/', got {name!r}", source=src, field="name")
+    if not safe_name(name):
+        _fail(f"expected a plain run name (a file name: no '/', not starting with '.'), got "
+              f"{excerpt(name)}", src, "name")
     seed = d.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise UserError(f"expected a non-negative integer, got {seed!r}", source=src, field="seed")
-    if not isinstance(d.get("space"), str):
-        raise UserError("expected a path to a search-space YAML", source=src, field="space")
-    space = resolve_path(d["space"], path, "space")
-    data = _section(DataConfig, d.get("data"), "data", src)
-    if data.source != "synthetic":
-        raise UserError(f"unknown data source {data.source!r}; this version reads 'synthetic'",
-                        source=src, field="data.source")
-    if data.train < 256 or data.val < 64:
-        raise UserError("expected train >= 256 and val >= 64 images", source=src, field="data")
-    train = _section(TrainConfig, d.get("train"), "train", src)
-    if train.sampling not in SAMPLINGS:
-        raise UserError(f"expected one of {', '.join(SAMPLINGS)}, got {train.sampling!r}",
-                        source=src, field="train.sampling")
-    if train.smallest not in SMALLEST:
-        raise UserError(f"expected one of {', '.join(SMALLEST)}, got {train.smallest!r}",
-                        source=src, field="train.smallest")
-    if train.feature_kd < 0 or not 0 <= train.kd_weight <= 1:
-        raise UserError("expected feature_kd >= 0 and kd_weight in [0, 1]", source=src,
-                        field="train")
-    if train.epochs < 1 or train.batch_size < 2:
-        raise UserError("expected epochs >= 1 and batch_size >= 2", source=src, field="train")
-    latency = _section(LatencyConfig, d.get("latency"), "latency", src)
-    if latency.lut is not None:
+    err = field_error("seed", seed, int)
+    if err:
+        _fail(err, src, "seed")
+    if not isinstance(d.get("space"), str) or not d["space"]:
+        _fail(f"expected a path to a search-space YAML, got {excerpt(d.get('space'))}", src,
+              "space")
+    space = resolve_path(d["space"], path, "space") if path else Path(d["space"])
+    data, train, latency, search, finetune, baselines, ray = (
+        _section(cls, d.get(k), k, src) for k, cls in _SECTIONS.items())
+    if train.batch_size > data.train:
+        _fail(f"expected at most data.train ({data.train}) images per batch, got "
+              f"{train.batch_size} (an epoch would have no step)", src, "train.batch_size")
+    if train.random_subnet_images > train.batch_size:
+        _fail(f"expected 0 (whole batch) or at most train.batch_size ({train.batch_size}), got "
+              f"{train.random_subnet_images}", src, "train.random_subnet_images")
+    if finetune.epochs and finetune.batch_size > data.train:
+        _fail(f"expected at most data.train ({data.train}) images per batch, got "
+              f"{finetune.batch_size}", src, "finetune.batch_size")
+    if latency.device is not None and not safe_name(latency.device):
+        _fail(f"expected a plain device name (a file name: no '/', not starting with '.'), "
+              f"got {excerpt(latency.device)}", src, "latency.device")
+    if latency.lut is not None and path:
         latency.lut = str(resolve_path(latency.lut, path, "latency.lut"))
-    search = _section(SearchConfig, d.get("search"), "search", src)
-    if search.evals < 1:
-        raise UserError("expected evals >= 1", source=src, field="search.evals")
-    finetune = _section(FinetuneConfig, d.get("finetune"), "finetune", src)
-    if finetune.epochs and (finetune.lr <= 0 or finetune.batch_size < 2
-                            or not 0 <= finetune.kd_weight <= 1):
-        raise UserError("expected lr > 0, batch_size >= 2 and kd_weight in [0, 1]",
-                        source=src, field="finetune")
-    baselines = _section(BaselinesConfig, d.get("baselines"), "baselines", src)
     return ExperimentConfig(name, seed, space, data, train, latency, search, finetune,
-                            baselines, src, d)
+                            baselines, src, d, ray=ray)
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """The checks across files, before any work: the space loads and suits the data, the
+    given latency table loads and covers the space (and predicts positive latencies)."""
+    from nas.space import SearchSpace
+
+    space = SearchSpace.load(cfg.space)
+    if space.in_channels != 1 or space.task != "gaze3d":
+        _fail(f"data.source {cfg.data.source!r} gives 1-channel images with gaze3d labels; the "
+              f"space has input.channels {space.in_channels} and task {space.task!r}",
+              str(cfg.space), "input.channels" if space.in_channels != 1 else "task")
+    if cfg.latency.lut:
+        from nas.latency.table import LatencyTable
+
+        LatencyTable.load(cfg.latency.lut).check_space(space)
 
 
 def resolve_path(value: str, config_path: Path, field_name: str) -> Path:
     for base in (config_path.parent, Path.cwd()):
-        p = (base / value).resolve()
-        if p.exists():
-            return p
-    raise UserError(f"path {value!r} not found (relative to the config's folder or the "
+        try:
+            p = (base / value).resolve()
+            if p.exists():
+                return p
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            break
+    raise UserError(f"path {excerpt(value)} not found (relative to the config's folder or the "
                     "current directory)", source=str(config_path), field=field_name)

@@ -40,9 +40,12 @@ class FinetuneConfig:
 
 def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig, seed: int,
                     out_dir: str | Path, tag: str,
-                    log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict]:
+                    log: Callable[[str], None] = print,
+                    on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
+                    ) -> tuple[torch.nn.Module, dict]:
     """The fine-tuned subnet and a record {error_inherited, error_finetuned, ...}; reuses
-    `out_dir/<arch_id>.pt` when it was made from the same inputs (`tag`)."""
+    `out_dir/<arch_id>.pt` when it was made from the same inputs (`tag`). `on_epoch` goes to
+    `train_standalone` (Ray Tune reports each epoch's validation error through it)."""
     space = ev.space
     fingerprint = json_hash([tag, asdict(cfg), seed, arch.to_string(), FINETUNE_FORMAT])
     path = Path(out_dir) / f"{arch.arch_id}.pt"
@@ -62,7 +65,7 @@ def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig
     log(f"finetune: {arch.arch_id} ({cfg.epochs} epochs from inherited weights, "
         f"inherited error {inherited:.2f})")
     train_standalone(net, splits, cfg.schedule(), seed, resolution=arch.resolution,
-                     teacher=teacher, kd_weight=cfg.kd_weight, log=log)
+                     teacher=teacher, kd_weight=cfg.kd_weight, log=log, on_epoch=on_epoch)
     err = round(ev.error_of(net, arch), 5)
     atomic_torch_save(path, {"format": FINETUNE_FORMAT, "fingerprint": fingerprint,
                              "arch": arch.to_string(), "state_dict": net.state_dict(),

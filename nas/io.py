@@ -9,9 +9,11 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
+
+from nas.errors import UserError
 
 
 def _current_umask() -> int:
@@ -63,6 +65,63 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch_dict(path: str | Path, what: str = "checkpoint", fmt: str | None = None,
+                    required: tuple[str, ...] = ()) -> dict:
+    """A torch file of ours (weights_only): a dict, of format `fmt`, holding `required`.
+    A torn, corrupt or foreign file (even a valid torch file of something else) is a
+    one-line UserError naming the file."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a torn or foreign file
+        raise UserError(f"corrupt or unreadable {what} ({type(exc).__name__}); delete it to "
+                        "start over", source=str(path)) from None
+    if not isinstance(obj, dict) or (fmt is not None and obj.get("format") != fmt):
+        raise UserError(f"not a gaze-nas {what}"
+                        + (f" (expected format {fmt})" if fmt else " (expected a mapping)"),
+                        source=str(path), field="format" if fmt else None)
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise UserError(f"not a complete gaze-nas {what}: {', '.join(missing)} missing",
+                        source=str(path), field=missing[0])
+    return obj
+
+
+def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
+    """Rows of a JSON-lines artifact of ours. A line that is not JSON (torn by an
+    interruption) is skipped; a JSON line that is not an object with the `required` string
+    fields is a UserError naming file and line (someone else wrote it)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read ({exc.strerror})", source=str(path)) from None
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in required):
+            raise UserError(f"expected a JSON object with {', '.join(required) or 'fields'} "
+                            f"(strings), got {line[:60]!r}; delete the line or the file",
+                            source=str(path), field=f"line {i + 1}")
+        yield row
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one JSON line; if an interruption tore the last line, end it first, so the
+    torn line never swallows this row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as fh:
+        fh.seek(0, os.SEEK_END)
+        torn = False
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        fh.write((("\n" if torn else "") + json.dumps(row) + "\n").encode())
 
 
 def file_hash(path: str | Path, n: int = 16) -> str:

@@ -5,17 +5,19 @@ so an interrupted run picks up where it stopped and a changed LUT re-runs only t
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from nas import __version__
 from nas.config import ExperimentConfig
-from nas.errors import UserError
+from nas.distributed import EXECUTORS  # names only: no ray import
+from nas.errors import UserError, excerpt
 from nas.io import atomic_write_json, file_hash, git_sha, json_hash, package_versions
 from nas.space import Arch, SearchSpace
 
@@ -167,35 +169,143 @@ def table_hash(table) -> str:
                       "device": table.meta.get("device")})
 
 
+EVAL_CACHE = "eval_cache.jsonl"  # next to supernet.pt: every search of that supernet shares it
+
+
+def build_evaluator(supernet_path: str | Path, splits, *, recal_images: int, val_images: int,
+                    threads: int | None = None, space: SearchSpace | None = None,
+                    cache: bool = True, head_refit_images: int = 0):
+    """The subnet evaluator of a run: inherited weights of `supernet_path`, BN recalibrated
+    on `recal_images` training images (and, if `head_refit_images`, the linear head refitted
+    on that many), error on `val_images` validation images. The one
+    place the evaluation-cache tag is made, so the search (in this process or on Ray
+    workers), fine-tuning and Tune all evaluate alike and share `eval_cache.jsonl`.
+    `cache=False` (Ray workers): no cache file is read or written; the driver records the
+    rows it receives."""
+    from nas.evaluation import SubnetEvaluator
+    from nas.train import load_supernet, weights_hash
+
+    supernet_path = Path(supernet_path)
+    supernet, sup_meta = load_supernet(supernet_path)
+    sup_hash = sup_meta.get("weights_hash") or weights_hash(supernet.state_dict())
+    ev = SubnetEvaluator(supernet, space or supernet.space, splits, recal_images=recal_images,
+                         val_images=val_images, threads=threads,
+                         head_refit_images=head_refit_images,
+                         cache_path=supernet_path.parent / EVAL_CACHE if cache else None,
+                         cache_tag=json_hash([sup_hash, recal_images, val_images,
+                                              splits.fingerprint]
+                                             + ([head_refit_images] if head_refit_images
+                                                else [])))
+    ev.supernet_hash = sup_hash
+    return ev
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """What another process (a Ray worker, a Tune trial, on this machine or another one)
+    needs to rebuild a run's evaluator with `evaluator_from_spec`: settings only,
+    picklable. The data is rendered (or loaded from the worker's cache) from the run's
+    `data` section and seed and must have the run's fingerprint."""
+
+    supernet: str                 # the driver's supernet.pt (Ray ships its bytes to workers)
+    data: dict
+    seed: int
+    data_fingerprint: str
+    recal_images: int
+    val_images: int
+    threads: int = 1
+    source: str = "<run>"
+    cache_dir: str | None = None  # $GAZE_NAS_CACHE of the driver (None: the worker's own)
+    head_refit_images: int = 0
+
+
+def evaluator_spec(supernet_path: str | Path, cfg: ExperimentConfig, data_fingerprint: str,
+                   *, threads: int = 1, source: str | None = None) -> EvaluatorSpec:
+    """The spec of a run's evaluator, with the search settings of `cfg`."""
+    return EvaluatorSpec(supernet=str(Path(supernet_path).resolve()), data=asdict(cfg.data),
+                         seed=cfg.seed, data_fingerprint=data_fingerprint,
+                         recal_images=cfg.search.recal_images,
+                         val_images=cfg.search.val_images, threads=threads,
+                         source=source or cfg.source,
+                         cache_dir=os.environ.get("GAZE_NAS_CACHE"),
+                         head_refit_images=cfg.search.head_refit_images)
+
+
+def evaluator_from_spec(spec: EvaluatorSpec, log: Log = lambda _m: None):
+    """(evaluator, splits) rebuilt from a spec, without an evaluation-cache file."""
+    if spec.cache_dir:
+        os.environ["GAZE_NAS_CACHE"] = spec.cache_dir
+    splits = splits_from(spec.data, spec.seed, spec.source, log)
+    if splits.fingerprint != spec.data_fingerprint:
+        raise UserError(f"the data here ({splits.fingerprint}) is not the run's "
+                        f"({spec.data_fingerprint})", source=spec.source, field="data")
+    ev = build_evaluator(spec.supernet, splits, recal_images=spec.recal_images,
+                         val_images=spec.val_images, threads=spec.threads, cache=False,
+                         head_refit_images=spec.head_refit_images)
+    return ev, splits
+
+
+def search_row(space: SearchSpace, table, arch: Arch, row: dict) -> dict:
+    """What the search sees of an evaluator row: error, LUT latency, params, MACs, and
+    the signals `_reused` (served from the cache) and `_seconds` (time to evaluate)."""
+    row = {**row, "latency_ms": round(table.predict(space, arch), 5)}
+    return {k: row[k] for k in ("error_deg", "latency_ms", "params", "macs", "_reused",
+                                "_seconds") if k in row}
+
+
 def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out_dir: Path,
                      *, strategy: str, evals: int, budgets: list[float], seed: int,
                      batch: int, recal_images: int, val_images: int, threads: int,
-                     log: Log, restart_if_changed: bool = False) -> dict:
-    """Search with inherited-weight error and LUT latency; errors cached per supernet."""
-    from nas.evaluation import SubnetEvaluator
-    from nas.search import make_strategy, run_search
-    from nas.train import load_supernet, weights_hash
+                     log: Log, restart_if_changed: bool = False,
+                     executor: str = "sequential", workers: int = 2, ray: Any = None,
+                     spec: EvaluatorSpec | None = None, head_refit_images: int = 0) -> dict:
+    """Search with inherited-weight error and LUT latency; errors cached per supernet.
 
-    supernet, sup_meta = load_supernet(supernet_path)
-    sup_hash = sup_meta.get("weights_hash") or weights_hash(supernet.state_dict())
-    ev = SubnetEvaluator(supernet, space, splits, recal_images=recal_images,
-                         val_images=val_images, threads=threads,
-                         cache_path=supernet_path.parent / "eval_cache.jsonl",
-                         cache_tag=json_hash([sup_hash, recal_images, val_images, splits.fingerprint]))
+    `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
+    `nas.distributed.RayConfig`; default a private local Ray) built from `spec` (the run's
+    `EvaluatorSpec`); the cache file is written here only and results are told in ask
+    order, so the trials, the front and a resume are those of a sequential search."""
+    from nas.search import make_strategy, run_search
+
+    if executor not in EXECUTORS:
+        raise UserError(f"expected one of {', '.join(EXECUTORS)}, got {executor!r}",
+                        field="search.executor")
+    ev = build_evaluator(supernet_path, splits, recal_images=recal_images,
+                         val_images=val_images, threads=threads, space=space,
+                         head_refit_images=head_refit_images)
+
+    def finish(arch: Arch, row: dict) -> dict:
+        return search_row(space, table, arch, row)
 
     def evaluate(arch: Arch) -> dict:
-        row = ev.evaluate(arch)
-        row["latency_ms"] = round(table.predict(space, arch), 5)
-        return {k: row[k] for k in ("error_deg", "latency_ms", "params", "macs", "_reused")
-                if k in row}
+        return finish(arch, ev.evaluate(arch))
 
-    meta = {"space": space.name, "space_hash": space.space_hash(), "supernet": sup_hash,
-            "lut": table_hash(table), "device": table.meta.get("device"), "strategy": strategy,
+    meta = {"space": space.name, "space_hash": space.space_hash(),
+            "supernet": ev.supernet_hash, "lut": table_hash(table),
+            "device": table.meta.get("device"), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed)
-    result = run_search(space, strat, evaluate, evals=evals, budgets=budgets, out_dir=out_dir,
-                        batch=batch, log=log, meta=meta, restart_if_changed=restart_if_changed,
-                        hv_ref=hv_reference(space, table, splits), hv_rule=HV_RULE)
+    runner = None
+    if executor == "ray":
+        from nas.distributed.executor import RayExecutor
+
+        if spec is None:
+            raise ValueError("executor='ray' needs the run's EvaluatorSpec (spec=...)")
+        if (spec.recal_images, spec.val_images, spec.data_fingerprint,
+                spec.head_refit_images) != (recal_images, val_images, splits.fingerprint,
+                                            head_refit_images):
+            raise ValueError("the EvaluatorSpec does not describe this search's evaluator")
+        runner = RayExecutor(spec, finish, workers=workers, ray=ray, lookup=ev.cached,
+                             record=ev.record, log=log)
+    try:
+        result = run_search(space, strat, evaluate, evals=evals, budgets=budgets,
+                            out_dir=out_dir, batch=batch, log=log, meta=meta,
+                            restart_if_changed=restart_if_changed,
+                            hv_ref=hv_reference(space, table, splits), hv_rule=HV_RULE,
+                            executor=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     result["evaluator"] = ev
     return result
 
@@ -214,8 +324,10 @@ STAGE_OUTPUTS = {
 
 def run(cfg: ExperimentConfig, out: str | Path, log: Log = print) -> dict:
     """Run every stage of `cfg` into `out` (locked for this process); returns the manifest."""
+    from nas.config import check_inputs
     from nas.rundir import RunLock
 
+    check_inputs(cfg)  # the same checks across files as the CLI, before any work
     with RunLock(out):
         atomic_write_json(Path(out) / "run_config.json", cfg.to_dict())
         return _run_locked(cfg, Path(out), log)
@@ -250,13 +362,18 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     s = cfg.search
     ledger.enter("search", json_hash([sup_id, table_hash(table), budgets, s.strategy, s.evals,
                                       s.batch, s.recal_images, s.val_images, cfg.seed,
-                                      splits.fingerprint]))
+                                      splits.fingerprint]
+                                     + ([s.head_refit_images] if s.head_refit_images else [])))
     with clock.stage("search") as info:
         res = run_search_stage(space, sup_path, splits, table, out / "search",
                                strategy=s.strategy, evals=s.evals, budgets=budgets,
                                seed=cfg.seed, batch=s.batch, recal_images=s.recal_images,
                                val_images=s.val_images, threads=s.threads, log=log,
-                               restart_if_changed=True)
+                               restart_if_changed=True, executor=s.executor,
+                               workers=s.workers, ray=cfg.ray,
+                               head_refit_images=s.head_refit_images,
+                               spec=(evaluator_spec(sup_path, cfg, splits.fingerprint)
+                                     if s.executor == "ray" else None))
         if res.get("resumed_complete"):
             info["status"] = "reused"
     picks = sorted(_budget_picks(res))
@@ -442,5 +559,5 @@ def find_arch(run_dir: Path, space: SearchSpace, arch: str) -> Arch:
                 continue
             if row.get("arch_id") == arch:
                 return space.parse(row["arch"])
-    raise UserError(f"arch_id {arch!r} was never evaluated in this run (give the canonical "
+    raise UserError(f"arch_id {excerpt(arch)} was never evaluated in this run (give the canonical "
                     "arch string instead)", source=str(cache), field="arch_id")

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from nas.blocks import ACTS, FAMILIES, check_family_name, family_of_token, get_family
-from nas.errors import UserError, read_user_yaml
+from nas.errors import UserError, check_keys, excerpt, read_user_yaml
 
 FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
 SPACE_FORMAT_VERSION = 1
@@ -83,7 +83,8 @@ class Arch:
             return Arch((int(h), int(w)), int(t[1:]), tuple(len(o) for o in ops),
                         tuple(widths), tuple(ops))
         except (ValueError, IndexError) as exc:
-            raise UserError(f"not a canonical arch string ({exc}): {text!r}", field="arch") from None
+            raise UserError(f"not a canonical arch string ({str(exc)[:80]}): {excerpt(text)}",
+                            field="arch") from None
 
     @property
     def arch_id(self) -> str:
@@ -162,25 +163,28 @@ class SearchSpace:
     def from_dict(cls, data: Any, source: str = "<dict>") -> "SearchSpace":
         v = _Validator(source)
         if not isinstance(data, dict):
-            raise UserError("expected a mapping at the top level", source=source)
+            raise UserError(f"expected a mapping at the top level, got {excerpt(data)}",
+                            source=source)
+        check_keys(data, ("version", "name", "task", "input", "stem", "stages", "blocks",
+                          "head"), source)
         version = v.int_(data, "version", lo=1)
         if version > SPACE_FORMAT_VERSION:
             raise UserError(f"version {version} is newer than this tool reads "
                             f"({SPACE_FORMAT_VERSION})", source=source, field="version")
         name = v.str_(data, "name")
         task = v.choice(data, "task", ("gaze3d", "pog2d"))
-        inp = v.map_(data, "input")
-        in_ch = v.int_(inp, "channels", "input.", lo=1)
+        inp = v.map_(data, "input", keys=("channels", "resolutions"))
+        in_ch = v.int_(inp, "channels", "input.", lo=1, hi=16)
         res = v.list_(inp, "resolutions", "input.")
         resolutions = []
         for i, r in enumerate(res):
-            if (not isinstance(r, list) or len(r) != 2
-                    or not all(isinstance(x, int) and x >= 8 for x in r)):
-                raise UserError(f"expected [height, width] integers >= 8, got {r!r}",
-                                source=source, field=f"input.resolutions[{i}]")
+            if (not isinstance(r, list) or len(r) != 2 or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and 8 <= x <= 1024 for x in r)):
+                raise UserError(f"expected [height, width] integers in [8, 1024], got "
+                                f"{excerpt(r)}", source=source, field=f"input.resolutions[{i}]")
             resolutions.append((r[0], r[1]))
-        stem = v.map_(data, "stem")
-        stem_width = v.int_(stem, "width", "stem.", lo=1)
+        stem = v.map_(data, "stem", keys=("width", "kernel", "strides", "act"))
+        stem_width = v.int_(stem, "width", "stem.", lo=1, hi=4096)
         stem_kernel = v.choice(stem, "kernel", (1, 3, 5, 7), "stem.")
         stem_strides = tuple(v.int_list(stem, "strides", "stem.", allowed=(1, 2)))
         stem_act = v.choice(stem, "act", ACTS, "stem.")
@@ -190,30 +194,32 @@ class SearchSpace:
             if not isinstance(st, dict):
                 raise UserError("expected a mapping with widths, depths, stride",
                                 source=source, field=f"stages[{i}]")
-            widths = tuple(v.int_list(st, "widths", p, lo=8))
+            check_keys(st, ("widths", "depths", "stride"), source, p)
+            widths = tuple(v.int_list(st, "widths", p, lo=8, hi=4096))
             for w in widths:
                 if w % 8:
                     raise UserError(f"widths must be multiples of 8, got {w}",
                                     source=source, field=p + "widths")
-            depths = tuple(v.int_list(st, "depths", p, lo=1))
+            depths = tuple(v.int_list(st, "depths", p, lo=1, hi=32))
             stride = v.choice(st, "stride", (1, 2), p)
             stages.append(StageSpec(widths, depths, stride))
         blocks_in = v.map_(data, "blocks")
         blocks: dict[str, dict[str, tuple]] = {}
         for fam, spec in blocks_in.items():
             desc = check_family_name(fam, source, f"blocks.{fam}")
-            spec = spec if isinstance(spec, dict) else v.map_(blocks_in, fam)
+            spec = spec if isinstance(spec, dict) else v.map_(blocks_in, fam, "blocks.")
             blocks[fam] = desc.parse_options(spec, v, f"blocks.{fam}.")
         if not blocks:
             raise UserError("expected at least one block family", source=source, field="blocks")
-        head = v.map_(data, "head")
-        head_width = v.int_(head, "width", "head.", lo=1)
+        head = v.map_(data, "head", keys=("width", "act", "dropout", "outputs"))
+        head_width = v.int_(head, "width", "head.", lo=1, hi=8192)
         head_act = v.choice(head, "act", ACTS, "head.")
         dropout = head.get("dropout", 0.0)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise UserError(f"expected a number in [0, 1), got {dropout!r}",
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout < 1:
+            raise UserError(f"expected a number in [0, 1), got {excerpt(dropout)}",
                             source=source, field="head.dropout")
-        outputs = v.int_(head, "outputs", "head.", lo=1)
+        outputs = v.int_(head, "outputs", "head.", lo=2, hi=2)  # (pitch, yaw) or (x, y)
         return cls(name, task, in_ch, tuple(resolutions), stem_width, stem_kernel,
                    stem_strides, stem_act, tuple(stages), blocks, head_width, head_act,
                    float(dropout), outputs, version, source, data)
@@ -459,36 +465,46 @@ class _Validator:
     def fail(self, msg: str, field_name: str) -> None:
         raise UserError(msg, source=self.source, field=field_name)
 
-    def int_(self, d: dict, key: str, prefix: str = "", lo: int | None = None) -> int:
+    def int_(self, d: dict, key: str, prefix: str = "", lo: int | None = None,
+             hi: int | None = None) -> int:
         x = self._get(d, key, prefix)
-        if not isinstance(x, int) or isinstance(x, bool) or (lo is not None and x < lo):
-            self.fail(f"expected an integer{f' >= {lo}' if lo is not None else ''}, got {x!r}",
-                       prefix + key)
+        if not isinstance(x, int) or isinstance(x, bool) or (lo is not None and x < lo) \
+                or (hi is not None and x > hi):
+            want = (f" in [{lo}, {hi}]" if lo is not None and hi is not None
+                    else f" >= {lo}" if lo is not None else "")
+            self.fail(f"expected an integer{want}, got {excerpt(x)}", prefix + key)
         return x
 
     def str_(self, d: dict, key: str, prefix: str = "") -> str:
         x = self._get(d, key, prefix)
-        if not isinstance(x, str) or not x:
-            self.fail(f"expected a non-empty string, got {x!r}", prefix + key)
+        if not isinstance(x, str) or not x or len(x) > 100:
+            self.fail(f"expected a non-empty string (at most 100 characters), got {excerpt(x)}",
+                      prefix + key)
         return x
 
     def choice(self, d: dict, key: str, allowed: Iterable, prefix: str = "") -> Any:
         x = self._get(d, key, prefix)
         allowed = tuple(allowed)
         if x not in allowed or isinstance(x, bool):
-            self.fail(f"expected one of {', '.join(map(str, allowed))}, got {x!r}", prefix + key)
+            self.fail(f"expected one of {', '.join(map(str, allowed))}, got {excerpt(x)}",
+                      prefix + key)
         return x
 
-    def map_(self, d: dict, key: str, prefix: str = "") -> dict:
+    def map_(self, d: dict, key: str, prefix: str = "", keys: Iterable[str] | None = None
+             ) -> dict:
+        """A mapping field; with `keys`, any other key in it is refused ("did you mean")."""
         x = self._get(d, key, prefix)
         if not isinstance(x, dict):
             self.fail(f"expected a mapping, got {type(x).__name__}", prefix + key)
+        if keys is not None:
+            check_keys(x, keys, self.source, f"{prefix}{key}.")
         return x
 
     def list_(self, d: dict, key: str, prefix: str = "") -> list:
         x = self._get(d, key, prefix)
-        if not isinstance(x, list) or not x:
-            self.fail(f"expected a non-empty list, got {x!r}", prefix + key)
+        if not isinstance(x, list) or not x or len(x) > 64:
+            self.fail(f"expected a non-empty list (at most 64 values), got {excerpt(x)}",
+                      prefix + key)
         return x
 
     def int_list(self, d: dict, key: str, prefix: str = "", lo: int | None = None,
@@ -501,17 +517,18 @@ class _Validator:
             bad = bad or (allowed is not None and x not in allowed)
             if bad:
                 want = (f"one of {', '.join(map(str, allowed))}" if allowed
+                        else f"integers in [{lo}, {hi}]" if lo is not None and hi is not None
                         else "integers" + (f" >= {lo}" if lo is not None else "")
                         + (f" <= {hi}" if hi is not None else ""))
-                self.fail(f"expected a list of {want}, got {x!r}", prefix + key)
+                self.fail(f"expected a list of {want}, got {excerpt(x)}", prefix + key)
         if len(set(xs)) != len(xs):
-            self.fail(f"duplicate values in {xs!r}", prefix + key)
+            self.fail(f"duplicate values in {excerpt(xs)}", prefix + key)
         return xs
 
     def bool_list(self, d: dict, key: str, prefix: str = "") -> list[bool]:
         xs = self.list_(d, key, prefix)
         if not all(isinstance(x, bool) for x in xs) or len(set(xs)) != len(xs):
-            self.fail(f"expected a list of distinct true/false, got {xs!r}", prefix + key)
+            self.fail(f"expected a list of distinct true/false, got {excerpt(xs)}", prefix + key)
         return xs
 
     def str_list(self, d: dict, key: str, prefix: str = "", allowed: Iterable = ()) -> list[str]:
@@ -519,5 +536,8 @@ class _Validator:
         allowed = tuple(allowed)
         for x in xs:
             if x not in allowed:
-                self.fail(f"expected a list of {', '.join(allowed)}, got {x!r}", prefix + key)
+                self.fail(f"expected a list of {', '.join(allowed)}, got {excerpt(x)}",
+                          prefix + key)
+        if len(set(xs)) != len(xs):
+            self.fail(f"duplicate values in {excerpt(xs)}", prefix + key)
         return xs

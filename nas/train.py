@@ -26,7 +26,7 @@ from nas import __version__
 from nas.errors import UserError
 from nas.evaluation import gaze_error, predict, recalibrate_bn
 from nas.gaze.data import GazeSplits, to_input
-from nas.io import atomic_torch_save, json_hash, package_versions
+from nas.io import atomic_torch_save, json_hash, load_torch_dict, package_versions
 from nas.models import resize_to
 from nas.space import SearchSpace
 from nas.supernet import Supernet
@@ -91,6 +91,38 @@ def feature_distillation(child: list[torch.Tensor], teacher: list[torch.Tensor])
     return loss / len(child)
 
 
+def sandwich_step(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor,
+                  cfg: TrainConfig, rng: np.random.Generator, big, small,
+                  part: int | None = None) -> float:
+    """Forward and backward of one sandwich step on the batch (x, y); gradients accumulate
+    in `net` (the caller zeroes them and steps the optimizer). The largest subnet learns
+    the labels; the small end (`small`) and `cfg.random_subnets` random subnets drawn from
+    `rng` learn its outputs (and stage outputs with `cfg.feature_kd`), each random one on
+    its own `part` images of the batch (default `cfg.random_subnet_images`, 0: all).
+    Returns the largest subnet's loss."""
+    feat = cfg.feature_kd > 0
+    teacher, t_feats = net(x, big, return_features=True)
+    loss = F.l1_loss(teacher, y)
+    loss.backward()
+    target = teacher.detach()
+    t_feats = [f.detach() for f in t_feats]
+    part = (cfg.random_subnet_images if part is None else part) or len(x)
+    children = [(small, slice(None))]
+    for k in range(cfg.random_subnets):
+        lo = (k * part) % len(x)
+        children.append((_sample_subnet(space, rng, cfg, k), slice(lo, lo + part)))
+    for arch, rows in children:
+        out, feats = net(x[rows], arch, return_features=True)
+        child = cfg.kd_weight * F.l1_loss(out, target[rows])
+        if cfg.kd_weight < 1:
+            child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y[rows])
+        if feat:
+            child = child + cfg.feature_kd * feature_distillation(
+                feats, [f[rows] for f in t_feats])
+        child.backward()
+    return loss.item()
+
+
 def _step_seed(seed: int, epoch: int, step: int) -> list[int]:
     return [seed, epoch, step]
 
@@ -125,11 +157,8 @@ def deferred_interrupt() -> Iterator[dict]:
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a torn or foreign file
-        raise UserError(f"corrupt or unreadable checkpoint ({type(exc).__name__}); delete it "
-                        "to start over", source=str(path)) from None
+    """A torch file of ours as a dict (a torn, corrupt or foreign file: one-line error)."""
+    return load_torch_dict(path)
 
 
 def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, seed: int,
@@ -189,28 +218,8 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                     idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                     x, y = train_x[idx], train_y[idx]
                     opt.zero_grad(set_to_none=True)
-                    feat = cfg.feature_kd > 0
-                    teacher, t_feats = net(x, big, return_features=True)
-                    loss = F.l1_loss(teacher, y)
-                    loss.backward()
-                    loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-                    target = teacher.detach()
-                    t_feats = [f.detach() for f in t_feats]
-                    part = cfg.random_subnet_images or len(idx)
-                    children = [(smalls[g % len(smalls)], slice(None))]
-                    for k in range(cfg.random_subnets):
-                        lo = (k * part) % len(idx)
-                        children.append((_sample_subnet(space, rng, cfg, k),
-                                         slice(lo, lo + part)))
-                    for arch, rows in children:
-                        out, feats = net(x[rows], arch, return_features=True)
-                        child = cfg.kd_weight * F.l1_loss(out, target[rows])
-                        if cfg.kd_weight < 1:
-                            child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y[rows])
-                        if feat:
-                            child = child + cfg.feature_kd * feature_distillation(
-                                feats, [f[rows] for f in t_feats])
-                        child.backward()
+                    loss = sandwich_step(net, space, x, y, cfg, rng, big, smalls[g % len(smalls)])
+                    loss_sum, loss_n = loss_sum + loss, loss_n + 1
                     opt.step()
                     step += 1
                     done_imgs += len(idx)
@@ -247,14 +256,24 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     steps_run = total - steps_done_at_start
     out = out_dir / "supernet.pt"
     state = net.to(memory_format=torch.contiguous_format).state_dict()
-    atomic_torch_save(out, {
+    atomic_torch_save(out, supernet_record(
+        space, state, cfg, seed, splits.fingerprint, fingerprint, history,
+        (steps_run * cfg.batch_size / elapsed) if steps_run else 0.0))
+    return out
+
+
+def supernet_record(space: SearchSpace, state: dict, cfg: TrainConfig, seed: int, data: str,
+                    fingerprint: str, history: list, throughput_img_s: float, **extra) -> dict:
+    """What `supernet.pt` holds (format SUPERNET_FORMAT), however it was trained; `extra`
+    adds fields (e.g. Ray Train's worker count)."""
+    return {
         "format": SUPERNET_FORMAT, "space": json.dumps(space.raw), "space_hash": space.space_hash(),
         "state_dict": state, "weights_hash": weights_hash(state),
-        "train_config": json.dumps(asdict(cfg)), "seed": seed, "data": splits.fingerprint,
-        "fingerprint": fingerprint, "history": json.dumps(history), "tool_version": __version__,
-        "versions": json.dumps(package_versions()),
-        "throughput_img_s": (steps_run * cfg.batch_size / elapsed) if steps_run else 0.0})
-    return out
+        "train_config": json.dumps(asdict(cfg)), "seed": seed, "data": data,
+        "fingerprint": fingerprint,
+        "history": json.dumps(history), "tool_version": __version__,
+        "versions": json.dumps(package_versions()), "throughput_img_s": throughput_img_s,
+        **extra}
 
 
 @torch.no_grad()
@@ -295,10 +314,7 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict]:
     if not path.is_file():
         raise UserError("supernet checkpoint not found (run `gaze-nas train` first)",
                         source=str(path))
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or ck.get("format") != SUPERNET_FORMAT:
-        raise UserError(f"not a gaze-nas supernet (expected format {SUPERNET_FORMAT})",
-                        source=str(path), field="format")
+    ck = load_torch_dict(path, "supernet", SUPERNET_FORMAT, ("space", "state_dict"))
     space = SearchSpace.from_dict(json.loads(ck["space"]), source=f"{path}:space")
     net = Supernet(space)
     try:
@@ -343,10 +359,12 @@ def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneCo
                      seed: int, resolution: tuple[int, int] | None = None,
                      teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      kd_weight: float = 0.0, log: Callable[[str], None] | None = None,
+                     on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
                      ) -> torch.nn.Module:
     """Train `net` in place with AdamW + warmup + cosine and an L1 loss on (pitch, yaw);
     with `teacher` (called on the unresized batch), the loss mixes in L1 to the teacher's
-    outputs (`kd_weight`)."""
+    outputs (`kd_weight`). `on_epoch(epoch, net)` is called after each epoch (e.g. to
+    report a validation error to Ray Tune); it may put `net` in eval mode."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -387,5 +405,7 @@ def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneCo
                 rate = (g + 1) / (last - t0)
                 log(f"standalone: epoch {epoch + 1}/{cfg.epochs} step {step + 1}/"
                     f"{steps_per_epoch} loss {loss.item():.4f} ETA {(total - g - 1) / rate:.0f} s")
+        if on_epoch is not None:
+            on_epoch(epoch, net)
     net.eval()
     return net.to(memory_format=torch.contiguous_format)

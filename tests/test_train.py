@@ -109,3 +109,28 @@ def test_random_subnets_on_batch_slices(tiny_space, tmp_path, monkeypatch):
     train_supernet(tiny_space, _splits(n=64), cfg, 0, tmp_path, log=lambda m: None)
     assert seen[:6] == [32, 32, 8, 8, 8, 8]
     assert len(seen) == 2 * 6  # 2 steps of largest + smallest + 4 random
+
+
+def test_head_refit_is_the_ridge_fit_and_is_what_gets_exported(tiny_space):
+    """The refitted head is the closed-form ridge fit of the pooled features (a fit on the
+    training images beats the inherited head there), and evaluate() reports the error of
+    exactly the net subnet() returns, i.e. the one exported."""
+    from nas.evaluation import SubnetEvaluator
+    from nas.supernet import Supernet
+
+    torch.manual_seed(0)
+    net = Supernet(tiny_space)
+    splits = _splits()
+    arch = tiny_space.largest()
+    plain = SubnetEvaluator(net, tiny_space, splits, recal_images=128)
+    refit = SubnetEvaluator(net, tiny_space, splits, recal_images=128, head_refit_images=256)
+    a, b = plain.subnet(arch), refit.subnet(arch)
+    assert not torch.equal(a.head.fc.weight, b.head.fc.weight)
+    assert torch.equal(a.head.conv.conv.weight, b.head.conv.conv.weight)  # only the fc changes
+    x = refit._fit_by_res[tuple(arch.resolution)]
+    y = torch.from_numpy(splits.train_y[:256])
+    with torch.no_grad():
+        mse = [float(((m(x) - y) ** 2).mean()) for m in (a, b)]
+    assert mse[1] < mse[0]
+    row = refit.evaluate(arch)
+    assert row["error_deg"] == pytest.approx(refit.error_of(refit.subnet(arch), arch), abs=1e-4)

@@ -34,7 +34,7 @@ class GazeSplits:
 
 def cache_dir() -> Path:
     """Where rendered datasets live: $GAZE_NAS_CACHE or ~/.cache/gaze-nas."""
-    return Path(os.environ.get("GAZE_NAS_CACHE", Path.home() / ".cache" / "gaze-nas"))
+    return Path(os.environ.get("GAZE_NAS_CACHE") or Path.home() / ".cache" / "gaze-nas")
 
 
 def synthetic_splits(n_train: int, n_val: int, seed: int, workers: int = 1,

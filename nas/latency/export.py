@@ -43,12 +43,16 @@ MIN_PARALLEL_JOBS = 24
 Job = tuple[str, str, Any, "str | None"]
 
 
+def exporter_tag() -> str:
+    """Changes with anything that changes the exported graphs (opset, torch, this tool, the
+    blocks' code), so stale files are never reused."""
+    return json_hash({"opset": OPSET, "torch": torch.__version__, "tool": nas.__version__,
+                      "exporter": "torchscript", "blocks": _blocks_source_hash()}, n=12)
+
+
 def cache_dir(lut_path: str | Path) -> Path:
-    """`<lut dir>/.onnx_cache/<exporter tag>/`: the tag changes with anything that changes the
-    exported graphs (opset, torch, this tool), so stale files are never reused."""
-    tag = json_hash({"opset": OPSET, "torch": torch.__version__, "tool": nas.__version__,
-                     "exporter": "torchscript", "blocks": _blocks_source_hash()}, n=12)
-    return Path(lut_path).resolve().parent / ".onnx_cache" / tag
+    """`<lut dir>/.onnx_cache/<exporter tag>/`."""
+    return Path(lut_path).resolve().parent / ".onnx_cache" / exporter_tag()
 
 
 def _blocks_source_hash() -> str:

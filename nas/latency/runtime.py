@@ -49,12 +49,17 @@ PROTOCOL: dict[str, Any] = {
 Feed = dict[str, np.ndarray]
 
 
-def session_options() -> ort.SessionOptions:
-    """The protocol's session settings: one thread, no spinning, every graph optimization."""
+OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED",
+              "basic": "ORT_ENABLE_BASIC", "off": "ORT_DISABLE_ALL"}
+
+
+def session_options(threads: int = THREADS, optimization: str = "all") -> ort.SessionOptions:
+    """The protocol's session settings: `threads` intra-op threads (one by default), one
+    inter-op thread, no spinning, graph optimizations `optimization` (every one by default)."""
     so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = THREADS
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[optimization])
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -62,10 +67,12 @@ def session_options() -> ort.SessionOptions:
     return so
 
 
-def make_session(onnx: bytes | str | Path) -> ort.InferenceSession:
+def make_session(onnx: bytes | str | Path, threads: int = THREADS,
+                 optimization: str = "all") -> ort.InferenceSession:
     """Session on the CPU provider with the protocol's options (model bytes or a path)."""
     model = onnx if isinstance(onnx, bytes) else str(onnx)
-    return ort.InferenceSession(model, sess_options=session_options(), providers=[PROVIDER])
+    return ort.InferenceSession(model, sess_options=session_options(threads, optimization),
+                                providers=[PROVIDER])
 
 
 def make_feed(sess: ort.InferenceSession, seed: int = 0) -> Feed:

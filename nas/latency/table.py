@@ -7,45 +7,27 @@ tables diff cleanly in git.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from nas.errors import UserError
+from nas.errors import EXCERPT, UserError, check_keys, excerpt, find_non_finite, read_user_yaml
 from nas.io import atomic_write_text
 from nas.latency.fit import IDENTITY
 from nas.latency.keys import all_keys, arch_keys
 from nas.space import Arch, SearchSpace
 
 FORMAT_VERSION = 1
+MAX_TABLE_BYTES = 256 << 20
 # Protocol fields that must agree before entries measured under them may share one table.
 PROTOCOL_FIELDS = ("provider", "threads", "batch", "dtype", "opset")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _find_non_finite(obj: Any, path: str) -> str | None:
-    """Dotted path of the first NaN/inf anywhere in `obj`, else None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return path or "<top>"
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            hit = _find_non_finite(v, f"{path}.{k}" if path else str(k))
-            if hit:
-                return hit
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            hit = _find_non_finite(v, f"{path}[{i}]")
-            if hit:
-                return hit
-    return None
 
 
 @dataclass
@@ -73,20 +55,9 @@ class LatencyTable:
     def load(cls, path: str | Path) -> "LatencyTable":
         """Read and validate a LUT file; any defect is a one-line UserError naming the field."""
         path = Path(path)
-        src = str(path)
-        if not path.is_file():
-            raise UserError("file not found (expected a latency table YAML; make one with "
-                            "`gaze-nas profile --space SPACE --out LUT`)", source=src)
-        try:
-            data = yaml.load(path.read_text(), Loader=_Loader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}",
-                            source=src) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read the file ({exc})", source=src) from None
-        return cls.from_dict(data, source=src, path=path)
+        data = read_user_yaml(path, "a latency table YAML; make one with `gaze-nas profile "
+                              "--space SPACE --out LUT`", max_bytes=MAX_TABLE_BYTES)
+        return cls.from_dict(data, source=str(path), path=path)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>",
@@ -96,9 +67,10 @@ class LatencyTable:
 
         if not isinstance(data, dict):
             fail(f"expected a mapping with meta, space_hash, entries; got {type(data).__name__}")
-        bad = _find_non_finite(data, "")
+        bad = find_non_finite(data)
         if bad:
             fail("NaN or infinite value (expected a finite number)", bad)
+        check_keys(data, ("meta", "space_hash", "entries", "correction", "validation"), source)
         for required in ("meta", "entries"):
             if required not in data:
                 fail("missing required field", required)
@@ -107,16 +79,16 @@ class LatencyTable:
             fail(f"expected a mapping, got {type(meta).__name__}", "meta")
         dev = meta.get("device")
         if not isinstance(dev, str) or not dev.strip():
-            fail(f"expected a non-empty device name, got {dev!r}", "meta.device")
+            fail(f"expected a non-empty device name, got {excerpt(dev)}", "meta.device")
         fmt = meta.get("format_version", FORMAT_VERSION)
         if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > FORMAT_VERSION:
-            fail(f"format version {fmt!r} is not one this tool reads ({FORMAT_VERSION})",
+            fail(f"format version {excerpt(fmt)} is not one this tool reads ({FORMAT_VERSION})",
                  "meta.format_version")
         hashes = data.get("space_hash", [])
         if isinstance(hashes, str):
             hashes = [hashes]
         if not isinstance(hashes, list) or not all(isinstance(h, str) and h for h in hashes):
-            fail(f"expected a list of space-hash strings, got {hashes!r}", "space_hash")
+            fail(f"expected a list of space-hash strings, got {excerpt(hashes)}", "space_hash")
         entries_in = data["entries"]
         if entries_in is None:
             entries_in = {}
@@ -128,12 +100,13 @@ class LatencyTable:
             entries[str(key)] = _check_entry(key, e, fail)
         corr_in = data.get("correction") or dict(IDENTITY)
         if not isinstance(corr_in, dict):
-            fail(f"expected a mapping {{a, b, c}}, got {corr_in!r}", "correction")
+            fail(f"expected a mapping {{a, b, c}}, got {excerpt(corr_in)}", "correction")
+        check_keys(corr_in, IDENTITY, source, "correction.")
         corr = {}
         for name in ("a", "b", "c"):
             v = corr_in.get(name, IDENTITY[name])
             if not _num(v):
-                fail(f"expected a number, got {v!r}", f"correction.{name}")
+                fail(f"expected a number, got {excerpt(v)}", f"correction.{name}")
             corr[name] = float(v)
         if corr["a"] <= 0:
             fail(f"expected a positive scale, got {corr['a']!r}", "correction.a")
@@ -168,18 +141,21 @@ class LatencyTable:
         """The keys (in the given order) this table has no entry for."""
         return [k for k in keys if k not in self.entries]
 
-    def check_space(self, space: SearchSpace) -> None:
-        """Refuse a space this table was not built for, unless it happens to hold every key."""
-        if space.space_hash() in self.space_hashes:
-            return
-        every = all_keys(space)
-        miss = self.missing(every)
-        if miss:
-            raise UserError(
-                f"does not cover space {space.name!r} (hash {space.space_hash()}): "
-                f"{len(miss)} of its {len(every)} keys are missing; run "
-                f"`gaze-nas profile --space {space.source} --out {self._where()}`",
-                source=self._where(), field="space_hash")
+    def check_space(self, space: SearchSpace, correction: bool = True) -> None:
+        """Refuse a space this table was not built for, unless it happens to hold every key;
+        and (`correction`) a correction that predicts a non-positive latency for the space's
+        smallest arch."""
+        if space.space_hash() not in self.space_hashes:
+            every = all_keys(space)
+            miss = self.missing(every)
+            if miss:
+                raise UserError(
+                    f"does not cover space {space.name!r} (hash {space.space_hash()}): "
+                    f"{len(miss)} of its {len(every)} keys are missing; run "
+                    f"`gaze-nas profile --space {space.source} --out {self._where()}`",
+                    source=self._where(), field="space_hash")
+        if correction:
+            self.predict(space, space.smallest())
 
     def _keys_of(self, space: SearchSpace, arch: Arch) -> list[str]:
         keys = arch_keys(space, arch)
@@ -202,7 +178,14 @@ class LatencyTable:
         """Corrected latency (ms): a * sum + b * parts + c."""
         total, n = self.raw_sum(space, arch)
         c = self.correction
-        return float(c["a"] * total + c["b"] * n + c["c"])
+        ms = float(c["a"] * total + c["b"] * n + c["c"])
+        if not ms > 0:
+            raise UserError(
+                f"the correction (a={c['a']:.4g}, b={c['b']:.4g}, c={c['c']:.4g}) predicts "
+                f"{ms:.4g} ms for {arch.to_string()[:EXCERPT]}; expected a positive latency "
+                "(run `gaze-nas lut validate` to fit it again)", source=self._where(),
+                field="correction")
+        return ms
 
     # ------------------------------------------------------------------ provenance
     def check_device(self, info: dict[str, Any]) -> list[str]:
@@ -214,37 +197,41 @@ class LatencyTable:
             mine, theirs = self.meta.get(fld), info.get(fld)
             if mine is not None and theirs is not None and mine != theirs:
                 raise UserError(
-                    f"table was measured with {fld}={mine!r} but this machine has "
-                    f"{fld}={theirs!r}; profile into another file (--out)",
+                    f"table was measured with {fld}={excerpt(mine)} but this machine has "
+                    f"{fld}={excerpt(theirs)}; profile into another file (--out)",
                     source=where, field=f"meta.{fld}")
         warn = []
         for fld in ("runtime_version", "os"):
             mine, theirs = self.meta.get(fld), info.get(fld)
             if mine is not None and theirs is not None and mine != theirs:
-                warn.append(f"{where}: meta.{fld} is {mine!r}, this machine has {theirs!r}; "
+                warn.append(f"{where}: meta.{fld} is {excerpt(mine)}, this machine has "
+                            f"{excerpt(theirs)}; "
                             f"old and new entries may not be comparable")
         return warn
 
 
 def _check_entry(key: Any, e: Any, fail) -> dict[str, float | int]:
-    base = f"entries.{key}"
+    base = f"entries.{str(key)[:120]}"
     if not isinstance(e, dict):
-        fail(f"expected a mapping {{p50_ms, mean_ms, std_ms, n}}, got {e!r}", base)
+        fail(f"expected a mapping {{p50_ms, mean_ms, std_ms, n}}, got {excerpt(e)}", base)
+    extra = [k for k in e if k not in ("p50_ms", "mean_ms", "std_ms", "n")]
+    if extra:
+        fail("unknown field; expected p50_ms, mean_ms, std_ms, n", f"{base}.{str(extra[0])[:40]}")
     if "p50_ms" not in e:
         fail("missing required field", f"{base}.p50_ms")
     p50 = e["p50_ms"]
     if not _num(p50) or p50 <= 0:
-        fail(f"expected a positive number of milliseconds, got {p50!r}", f"{base}.p50_ms")
+        fail(f"expected a positive number of milliseconds, got {excerpt(p50)}", f"{base}.p50_ms")
     out: dict[str, float | int] = {"p50_ms": float(p50)}
     for name in ("mean_ms", "std_ms"):
         if name in e:
             v = e[name]
             if not _num(v) or v < 0:
-                fail(f"expected a non-negative number, got {v!r}", f"{base}.{name}")
+                fail(f"expected a non-negative number, got {excerpt(v)}", f"{base}.{name}")
             out[name] = float(v)
     if "n" in e:
         n = e["n"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            fail(f"expected a positive integer, got {n!r}", f"{base}.n")
+            fail(f"expected a positive integer, got {excerpt(n)}", f"{base}.n")
         out["n"] = n
     return out

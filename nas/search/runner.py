@@ -10,6 +10,16 @@ state (taken at the last batch boundary) is reloaded and asked again; since a st
 the same asks from the same state, archs whose rows are already in `trials.csv` are taken
 from there instead of being evaluated again, and the run ends exactly as an uninterrupted
 one would.
+
+Evaluation goes through an *executor* (as pymoo's elementwise runner): an object whose
+`imap(archs)` yields one result dict per arch, in the order given. The default,
+`SequentialExecutor(evaluate)`, calls `evaluate` lazily one arch at a time, so the runner
+tells each result as soon as it exists and flushes finished trials of an interrupted batch.
+A parallel executor (`nas.distributed.RayExecutor`) may evaluate a batch concurrently, but
+must still yield in ask order, so the strategy is told exactly what a sequential run tells
+it. Archs already in the resume cache (rows of an interrupted batch) are never sent to the
+executor. A result may carry `_seconds` (evaluation time measured where it ran); otherwise
+the runner times the wait for it.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -155,6 +165,37 @@ def read_trials(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+# ---------------------------------------------------------------------- executors
+class Executor(Protocol):
+    """Evaluates archs for the runner: `imap(archs)` yields one result dict per arch, in
+    the order of `archs` (whatever order they were computed in)."""
+
+    def imap(self, archs: Sequence[Arch]) -> Iterator[dict]: ...
+
+
+class SequentialExecutor:
+    """The default executor: `evaluate(arch)` one arch at a time, lazily, in this process."""
+
+    def __init__(self, evaluate: Callable[[Arch], dict]):
+        self.evaluate = evaluate
+
+    def imap(self, archs: Sequence[Arch]) -> Iterator[dict]:
+        for arch in archs:
+            yield self.evaluate(arch)
+
+
+def _to_send(archs: Sequence[Arch], cache: dict[str, dict]) -> list[Arch]:
+    """The archs of a batch the executor must evaluate: those not served by the resume
+    cache (each cached row serves the first ask of its arch, as `cache.pop` does)."""
+    cached, send = set(cache), []
+    for arch in archs:
+        if arch.arch_id in cached:
+            cached.discard(arch.arch_id)
+        else:
+            send.append(arch)
+    return send
+
+
 # ---------------------------------------------------------------------- the loop
 def _fmt_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -209,13 +250,15 @@ def _restore(out_dir: Path, strategy: Strategy, meta_hash: str, resume: bool,
     return rows[:n_told], cache
 
 
-def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch], dict], *,
+def run_search(space: SearchSpace, strategy: Strategy,
+               evaluate: Callable[[Arch], dict] | None, *,
                evals: int, budgets: Sequence[float], out_dir: str | Path,
                objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
                log: Callable[[str], Any] = print, meta: dict | None = None,
                resume: bool = True, hv_ref: Sequence[float] | None = None,
                progress_every: float = 5.0, restart_if_changed: bool = False,
-               hv_rule: str | None = None) -> dict[str, Any]:
+               hv_rule: str | None = None, executor: Executor | None = None
+               ) -> dict[str, Any]:
     """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
 
     `objectives` are two minimised keys of evaluate()'s dict: error first, latency second
@@ -223,7 +266,9 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
     `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
     front. A result with `_reused: True` came from the evaluator's own cache and is not
     counted as evaluated now (keys starting with "_" are never stored). `resume=False` discards an earlier run in `out_dir`; `restart_if_changed` does
-    so only when that run had other settings (instead of refusing). Returns
+    so only when that run had other settings (instead of refusing). `executor` evaluates
+    each batch (default: `SequentialExecutor(evaluate)`; `evaluate` may then be None); it
+    yields results in ask order, so any executor gives the same trials. Returns
     {"front", "best_per_budget", "summary"} as written to disk, plus "meta" and
     "resumed_complete" (True when `out_dir` already held all `evals` trials).
     """
@@ -235,6 +280,10 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
         raise UserError(f"expected an integer >= 1, got {batch!r}", field="search.batch")
     if evals < 0:
         raise UserError(f"expected an integer >= 0, got {evals!r}", field="search.evals")
+    if executor is None:
+        if evaluate is None:
+            raise ValueError("run_search needs an evaluate callable or an executor")
+        executor = SequentialExecutor(evaluate)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mhash = _meta_hash(space, strategy, objectives, meta)
@@ -254,13 +303,18 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
             log(f"search: strategy {strategy.name} has no unseen archs left; "
                 f"stopping at {done} trials")
             break
+        results = executor.imap(_to_send(archs, cache))
         try:
             for arch in archs:
                 row = cache.pop(arch.arch_id, None)
                 if row is None:
                     t0 = time.perf_counter()
-                    result = evaluate(arch)
-                    row = _make_row(done, arch, result, time.perf_counter() - t0, objectives)
+                    result = next(results, None)
+                    if result is None:
+                        raise RuntimeError(f"executor {type(executor).__name__} yielded fewer "
+                                           "results than the archs it was given")
+                    seconds = result.get("_seconds", time.perf_counter() - t0)
+                    row = _make_row(done, arch, result, seconds, objectives)
                     n_new += not result.get("_reused", False)  # served from a cache: not new
                 row["trial"] = done
                 rows.append(row)
@@ -275,6 +329,9 @@ def run_search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Arch]
                     last_log = now
                     log(_progress(rows, done, evals, n_new, now - t_start, objectives))
         except BaseException:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # a generator executor stops its outstanding work now
             _write_trials(writer, rows, cache)
             if done < evals:
                 log(f"search: interrupted after {done}/{evals} trials; "
