@@ -231,8 +231,15 @@ def cmd_search(a: argparse.Namespace) -> int:
         from nas.distributed import require_ray
 
         require_ray("--executor ray")  # a one-line error before any data loads
-    out = _writable_dir(Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{a.strategy}"),
-                        "--out")
+    from nas.config import strategy_options
+
+    same = a.strategy == s.strategy  # the run's options belong to the run's strategy
+    opts = strategy_options(replace(s, strategy=a.strategy,
+                                    options={**(s.options if same else {}), **dict(a.option)},
+                                    storage=a.storage or (s.storage if same else None)),
+                            space, a.seed, src="--option")
+    tag = a.strategy.replace(":", "_").replace(".", "_")
+    out = _writable_dir(Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{tag}"), "--out")
     splits = _run_splits(run_dir, cfg, meta)
     t0 = time.perf_counter()
     with ExitStack() as locks:  # the run folder (its evaluation cache) and the output folder
@@ -240,6 +247,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         if not out.resolve().is_relative_to(run_dir.resolve()):
             locks.enter_context(RunLock(out))
         res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy,
+                               options=opts,
                                evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
                                recal_images=s.recal_images, val_images=s.val_images,
                                threads=s.threads, log=log, executor=executor,
@@ -361,12 +369,30 @@ def _device(text: str) -> str:
 
 
 def _strategy(text: str) -> str:
-    from nas.search.strategy import known_strategies
+    from nas.search.strategy import check_strategy
 
-    if text not in known_strategies():
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(known_strategies())}, "
-                                         f"got {excerpt(text)}")
+    try:
+        check_strategy(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
     return text
+
+
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as YAML (so 16 is a number, true a bool)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {excerpt(text)}")
+    try:
+        v = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        v = value
+    if not (v is None or isinstance(v, (bool, int, float, str))):
+        raise argparse.ArgumentTypeError(f"expected a plain value for {key}, got "
+                                         f"{excerpt(value)}")
+    return key, v
 
 
 def _arch(text: str) -> str:
@@ -374,6 +400,12 @@ def _arch(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected an arch_id or a canonical arch string, got "
                                          f"{excerpt(text)}")
     return text
+
+
+def _strategy_names() -> list[str]:
+    from nas.search.strategy import known_strategies
+
+    return known_strategies()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -429,7 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--lut", required=True)
     se.add_argument("--budget-ms", type=_number("search.budgets_ms", float), nargs="*",
                     default=[])
-    se.add_argument("--strategy", type=_strategy, default="evolution")
+    se.add_argument("--strategy", type=_strategy, default="evolution", help=(
+        "one of " + ", ".join(_strategy_names()) + ", or module:attr for your own Strategy "
+        "(nni-* need the [nni] extra)"))
+    se.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                    help="strategy option, e.g. population=16 (repeatable; default: the "
+                    "run's search.options)")
+    se.add_argument("--storage", help="optuna-*: study storage URL, e.g. "
+                    "sqlite:///study.db (default: optuna.db in the output folder)")
     se.add_argument("--evals", type=_number("search.evals"), default=160)
     se.add_argument("--seed", type=_number("seed"), default=0)
     se.add_argument("--out")

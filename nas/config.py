@@ -40,6 +40,8 @@ class SearchConfig:
     budgets_ms: list = field(default_factory=list)
     recal_images: int = 512
     head_refit_images: int = 0     # > 0: refit each subnet's linear head on this many images
+    options: dict = field(default_factory=dict)  # passed to the strategy (e.g. population)
+    storage: str | None = None     # optuna-*: study storage URL (default: SQLite in the search dir)
     val_images: int = 2000
     threads: int = 2
     executor: str = "sequential"  # sequential | ray: each batch on Ray workers (nas.distributed)
@@ -169,6 +171,8 @@ def _fail(msg: str, src: str, fld: str | None = None) -> None:
 
 
 def _choice(v: Any, key: str, src: str) -> None:
+    if key == "search.strategy" and isinstance(v, str) and ":" in v:
+        return  # module:attr, an external strategy: checked by check_inputs
     options = list(_CHOICES[key]())
     if v not in options:
         near = difflib.get_close_matches(str(v), options, n=1)
@@ -193,6 +197,12 @@ def _section(cls: type, d: Any, name: str, src: str) -> Any:
             if err:
                 _fail(err, src, key)
             v = float(v) if isinstance(want, float) else v  # `lr: 3` and `lr: 3.0` are one
+        elif isinstance(want, dict):
+            if not isinstance(v, dict) or len(v) > 50 or not all(
+                    isinstance(x, str) and (y is None or isinstance(y, (bool, int, float, str)))
+                    for x, y in v.items()):
+                _fail(f"expected a mapping of option names to plain values, got {excerpt(v)}",
+                      src, key)
         elif isinstance(want, list):
             if not isinstance(v, list) or len(v) > 100:
                 _fail(f"expected a list (at most 100), got {excerpt(v)}", src, key)
@@ -275,6 +285,23 @@ def check_inputs(cfg: ExperimentConfig) -> None:
         from nas.latency.table import LatencyTable
 
         LatencyTable.load(cfg.latency.lut).check_space(space)
+    strategy_options(cfg.search, space, cfg.seed, src=cfg.source)
+
+
+def strategy_options(search: SearchConfig, space, seed: int, src: str | None = None) -> dict:
+    """The strategy's options (search.options, plus search.storage for strategies that keep
+    a study), checked by building the strategy once, so a bad name or option fails before
+    any training."""
+    from nas.search import make_strategy
+
+    opts = dict(search.options)
+    if search.storage is not None:
+        opts["storage"] = search.storage
+    try:
+        make_strategy(search.strategy, space, seed, **opts)
+    except UserError as exc:
+        raise UserError(str(exc), source=src) from None
+    return opts
 
 
 def resolve_path(value: str, config_path: Path, field_name: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from nas import __version__
-from nas.config import ExperimentConfig
+from nas.config import ExperimentConfig, strategy_options
 from nas.distributed import EXECUTORS  # names only: no ray import
 from nas.errors import UserError, excerpt
 from nas.io import atomic_write_json, file_hash, git_sha, json_hash, package_versions
@@ -258,7 +258,8 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                      batch: int, recal_images: int, val_images: int, threads: int,
                      log: Log, restart_if_changed: bool = False,
                      executor: str = "sequential", workers: int = 2, ray: Any = None,
-                     spec: EvaluatorSpec | None = None, head_refit_images: int = 0) -> dict:
+                     spec: EvaluatorSpec | None = None, head_refit_images: int = 0,
+                     options: dict | None = None) -> dict:
     """Search with inherited-weight error and LUT latency; errors cached per supernet.
 
     `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
@@ -284,7 +285,7 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
             "supernet": ev.supernet_hash, "lut": table_hash(table),
             "device": table.meta.get("device"), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
-    strat = make_strategy(strategy, space, seed)
+    strat = make_strategy(strategy, space, seed, **(options or {}))
     runner = None
     if executor == "ray":
         from nas.distributed.executor import RayExecutor
@@ -363,7 +364,9 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     ledger.enter("search", json_hash([sup_id, table_hash(table), budgets, s.strategy, s.evals,
                                       s.batch, s.recal_images, s.val_images, cfg.seed,
                                       splits.fingerprint]
-                                     + ([s.head_refit_images] if s.head_refit_images else [])))
+                                     + ([s.head_refit_images] if s.head_refit_images else [])
+                                     + ([s.options, s.storage] if s.options or s.storage
+                                        else [])))
     with clock.stage("search") as info:
         res = run_search_stage(space, sup_path, splits, table, out / "search",
                                strategy=s.strategy, evals=s.evals, budgets=budgets,
@@ -372,6 +375,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
                                restart_if_changed=True, executor=s.executor,
                                workers=s.workers, ray=cfg.ray,
                                head_refit_images=s.head_refit_images,
+                               options=strategy_options(s, space, cfg.seed, cfg.source),
                                spec=(evaluator_spec(sup_path, cfg, splits.fingerprint)
                                      if s.executor == "ray" else None))
         if res.get("resumed_complete"):

@@ -199,3 +199,43 @@ def test_cli_exit_code_2_without_traceback(tmp_path):
                        text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and str(p) in r.stderr
+
+
+def test_search_options_and_storage_reach_the_strategy(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    lut = next((out / "latency").glob("*.yaml"))
+    db = tmp_path / "shared.db"
+    args = ["search", "--run", str(out), "--lut", str(lut), "--strategy", "optuna-nsga2",
+            "--option", "population=4", "--storage", f"sqlite:///{db}", "--evals", "8",
+            "--out", str(tmp_path / "s"), "--budget-ms", "1"]
+    assert main(args) == 0
+    import optuna
+
+    (study,) = optuna.get_all_study_summaries(f"sqlite:///{db}")
+    assert study.n_trials >= 8
+    state = json.loads((tmp_path / "s" / "strategy_state.json").read_text())
+    assert state["strategy"] == "optuna-nsga2"
+    capsys.readouterr()
+    bad = args[:7] + ["--option", "popsize=4"] + args[9:]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "population" in err[0]
+
+
+def test_search_help_lists_every_strategy(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = capsys.readouterr().out
+    for name in ("evolution", "random", "optuna-tpe", "optuna-nsga2", "optuna-gp", "nni-tpe"):
+        assert name in text
+
+
+def test_config_search_options_are_checked_before_training(tmp_path, capsys):
+    c = yaml.safe_load(yaml.safe_dump(CONFIG))
+    c["search"]["options"] = {"populaton": 8}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(c))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "population" in err[0]
+    assert not (tmp_path / "o" / "supernet.pt").exists()
