@@ -247,7 +247,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         if not out.resolve().is_relative_to(run_dir.resolve()):
             locks.enter_context(RunLock(out))
         res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy,
-                               options=opts,
+                               options=opts, warm_start=a.warm_start,
                                evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
                                recal_images=s.recal_images, val_images=s.val_images,
                                threads=s.threads, log=log, executor=executor,
@@ -256,6 +256,15 @@ def cmd_search(a: argparse.Namespace) -> int:
                                ray=replace(cfg.ray, address=a.ray_address or cfg.ray.address),
                                spec=(evaluator_spec(sup, cfg, splits.fingerprint)
                                      if executor == "ray" else None))
+    unmet = [b["budget_ms"] for b in res["best_per_budget"] if not b.get("arch_id")]
+    if a.json:  # for pipelines: one JSON object on stdout; exit 3 if a budget was not met
+        sm = res["summary"]
+        print(json.dumps({"out": str(out), "front_size": sm["front_size"],
+                          "hypervolume": sm["hypervolume"], "n_trials": sm["n_trials"],
+                          "evaluated_now": sm.get("evaluated_this_run"),
+                          "seconds": round(time.perf_counter() - t0, 2),
+                          "best_per_budget": res["best_per_budget"], "unmet_budgets_ms": unmet}))
+        return 3 if unmet else 0
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
           f"{time.perf_counter() - t0:.1f} s")
     for b in res["best_per_budget"]:
@@ -467,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                     help="strategy option, e.g. population=16 (repeatable; default: the "
                     "run's search.options)")
+    se.add_argument("--json", action="store_true", help="print a JSON summary on stdout and "
+                    "exit 3 when a budget could not be met (0 when all were)")
+    se.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+                    help="start from the subnets this supernet already evaluated, re-ranked "
+                    "on the new table (their errors are free); on by default")
     se.add_argument("--storage", help="optuna-*: study storage URL, e.g. "
                     "sqlite:///study.db (default: optuna.db in the output folder)")
     se.add_argument("--evals", type=_number("search.evals"), default=160)

@@ -245,6 +245,33 @@ def evaluator_from_spec(spec: EvaluatorSpec, log: Log = lambda _m: None):
     return ev, splits
 
 
+def warm_start_seeds(ev, space: SearchSpace, table, out_dir: Path, cap: int) -> list[Arch]:
+    """The subnets of the evaluation cache (errors are device-independent) that are on the
+    first two Pareto fronts under `table`'s latency, fastest first, at most `cap`. Written to
+    `out_dir/seeds.json` the first time, so a resumed search uses the same seeds even though
+    the cache has grown since."""
+    from nas.search.pareto import nondominated_sort
+
+    path, lut = out_dir / "seeds.json", table_hash(table)
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            if saved["lut"] == lut:
+                return [space.parse(a) for a in saved["seeds"]]
+        except (ValueError, TypeError, KeyError, UserError):
+            pass  # unreadable: recompute
+    rows = [r for r in ev.cache.values() if np.isfinite(r.get("error_deg", np.nan))]
+    archs = [space.parse(r["arch"]) for r in rows]
+    if archs:
+        F = np.array([[r["error_deg"], table.predict(space, a)] for r, a in zip(rows, archs)])
+        fronts = nondominated_sort(F)
+        picked = [i for front in fronts[:2] for i in front]
+        picked = sorted(picked, key=lambda i: (F[i, 1], F[i, 0]))[:cap]
+        archs = [archs[i] for i in picked]
+    atomic_write_json(path, {"lut": lut, "seeds": [a.to_string() for a in archs]})
+    return archs
+
+
 def search_row(space: SearchSpace, table, arch: Arch, row: dict) -> dict:
     """What the search sees of an evaluator row: error, LUT latency, params, MACs, and
     the signals `_reused` (served from the cache) and `_seconds` (time to evaluate)."""
@@ -259,7 +286,7 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                      log: Log, restart_if_changed: bool = False,
                      executor: str = "sequential", workers: int = 2, ray: Any = None,
                      spec: EvaluatorSpec | None = None, head_refit_images: int = 0,
-                     options: dict | None = None) -> dict:
+                     options: dict | None = None, warm_start: bool = False) -> dict:
     """Search with inherited-weight error and LUT latency; errors cached per supernet.
 
     `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
@@ -286,6 +313,14 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
             "device": table.meta.get("device"), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed, **(options or {}))
+    if warm_start:
+        from nas.search.strategy import Seeded
+
+        seeds = warm_start_seeds(ev, space, table, Path(out_dir), cap=max(1, evals // 2))
+        meta["warm_start"] = json_hash([a.arch_id for a in seeds])
+        strat = Seeded(strat, seeds)
+        log(f"search: warm start from {len(seeds)} subnets already evaluated on this "
+            f"supernet, re-ranked on {table.meta.get('device')} (their errors are reused)")
     runner = None
     if executor == "ray":
         from nas.distributed.executor import RayExecutor

@@ -239,3 +239,27 @@ def test_config_search_options_are_checked_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "population" in err[0]
     assert not (tmp_path / "o" / "supernet.pt").exists()
+
+
+def test_re_search_on_a_new_table_warm_starts_from_cached_errors(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    data = yaml.safe_load(next((out / "latency").glob("*.yaml")).read_text())
+    for key, e in data["entries"].items():  # another device: shuffle blocks 3x slower
+        if key.startswith("shuffle"):
+            for k in ("p50_ms", "ms", "mean_ms"):
+                if k in e:
+                    e[k] *= 3
+    lut = tmp_path / "phone.yaml"
+    lut.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    rc = main(["search", "--run", str(out), "--lut", str(lut), "--evals", "12", "--json",
+               "--out", str(tmp_path / "s"), "--budget-ms", "1000"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    seeds = json.loads((tmp_path / "s" / "seeds.json").read_text())["seeds"]
+    assert seeds and summary["n_trials"] == 12
+    assert summary["evaluated_now"] <= 12 - len(seeds)  # the seeds' errors came from the cache
+    assert summary["unmet_budgets_ms"] == []
+    rc = main(["search", "--run", str(out), "--lut", str(lut), "--evals", "12", "--json",
+               "--out", str(tmp_path / "s2"), "--budget-ms", "1e-6"])
+    assert rc == 3 and json.loads(capsys.readouterr().out)["unmet_budgets_ms"] == [1e-6]

@@ -376,3 +376,24 @@ def test_nni_missing_is_one_line_with_the_install_command(monkeypatch, tmp_path)
     st.attach(tmp_path, [1.0])
     with pytest.raises(UserError, match=r"pip install 'gaze-nas\[nni\]'"):
         st.ask(1 + 2)  # the two seeded extremes come first; the third needs a tuner
+
+
+@pytest.mark.parametrize("name", ["evolution", "optuna-tpe"])
+def test_seeded_search_asks_the_seeds_first_and_resumes_exactly(tmp_path, name):
+    from nas.search.strategy import Seeded
+
+    rng = np.random.default_rng(5)
+    seeds = [SPACE.sample(rng) for _ in range(10)]
+
+    def run(out, evaluate):
+        st = Seeded(make_strategy(name, SPACE, 0), seeds)
+        return run_search(SPACE, st, evaluate, evals=40, budgets=[1.5, 3.0], out_dir=out,
+                          batch=8, log=lambda s: None, meta=META)
+
+    run(tmp_path / "ref", Counting())
+    ids = [r["arch_id"] for r in trial_rows(tmp_path / "ref")]
+    assert ids[:10] == [a.arch_id for a in seeds] and len(set(ids)) == 40
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", Counting(raise_at=13))
+    run(tmp_path / "run", Counting())
+    assert trial_rows(tmp_path / "run") == trial_rows(tmp_path / "ref")

@@ -80,6 +80,8 @@ class Evolution(Strategy):
             if len(objs) != m:
                 raise ValueError(f"told {len(objs)} objectives, earlier tells had {m}")
         feasible = bool(feasible) and all(math.isfinite(v) for v in objs)
+        if aid not in self._pending and self._n_initial < self.options["population"]:
+            self._n_initial += 1  # a seed told without an ask takes an initial slot
         arch = self._pending.pop(aid, arch)
         self._archive[aid] = {"arch": arch, "genes": self._genes(arch), "objectives": objs,
                               "feasible": feasible}

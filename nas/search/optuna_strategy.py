@@ -76,6 +76,7 @@ class OptunaStrategy(Strategy):
         self._genes = space.gene_cardinalities()
         self._study = None
         self._n_asks = 0                      # Optuna asks so far (seeds each one)
+        self._n_trials = 0                    # trials of ours in the study (asked or added)
         self._n_told = 0
         self._rebuilds = 0
         self._told: dict[str, tuple[float, ...]] = {}   # arch_id -> objectives
@@ -153,6 +154,8 @@ class OptunaStrategy(Strategy):
             self._n_asks += 1
             trial = study.ask()
             trial.set_user_attr("owner", self._owner)
+            trial.set_user_attr("seq", self._n_trials)  # creation order (not trial.number)
+            self._n_trials += 1
             enc = {g: trial.suggest_categorical(g, list(range(c)))
                    for g, c in self._genes.items()}
             arch = self.space.decode(enc)
@@ -189,17 +192,32 @@ class OptunaStrategy(Strategy):
         if aid in self._told:
             return
         trial = self._pending.pop(aid, None)
-        if trial is None:  # told without an ask (e.g. a seed arch from the user)
-            study = self.study()
-            study.enqueue_trial(self.space.encode(arch))
-            trial = study.ask()
-            trial.set_user_attr("owner", self._owner)
-            for g, c in self._genes.items():
-                trial.suggest_categorical(g, list(range(c)))
-            trial.set_user_attr("arch", arch.to_string())
-        self._finish(self.study(), trial, tuple(objectives), feasible)
+        if trial is None:  # told without an ask (a seed): added as a finished trial
+            self._add_finished(arch, tuple(objectives), feasible)
+        else:
+            self._finish(self.study(), trial, tuple(objectives), feasible)
         self._told[aid] = tuple(float(v) for v in objectives)
         self._n_told += 1
+
+    def _add_finished(self, arch: Arch, objectives: tuple[float, ...], feasible: bool) -> None:
+        optuna = _optuna()
+        from optuna.distributions import CategoricalDistribution
+
+        study = self.study()
+        ok = feasible and all(np.isfinite(objectives))
+        system = {}
+        if ok and self.max_budget is not None:
+            system[f"constraints:{CONSTRAINT}"] = float(objectives[1]) - self.max_budget
+        study.add_trial(optuna.trial.create_trial(
+            params=self.space.encode(arch),
+            distributions={g: CategoricalDistribution(list(range(c)))
+                           for g, c in self._genes.items()},
+            values=list(map(float, objectives)) if ok else None,
+            state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+            user_attrs={"owner": self._owner, "arch": arch.to_string(),
+                        "seq": self._n_trials},
+            system_attrs=system))
+        self._n_trials += 1
 
     def enqueue(self, archs: Sequence[Arch]) -> None:
         """Evaluate these archs first (a previous front, the baselines)."""
@@ -212,7 +230,8 @@ class OptunaStrategy(Strategy):
         return {"name": self.name, "version": STATE_VERSION, "seed": self.seed,
                 "owner": self._owner,
                 "storage": self.storage_url, "study_name": self.study_name,
-                "n_asks": self._n_asks, "n_told": self._n_told, "rebuilds": self._rebuilds}
+                "n_asks": self._n_asks, "n_trials": self._n_trials, "n_told": self._n_told,
+                "rebuilds": self._rebuilds}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue the saved study; if it holds trials after the saved batch boundary
@@ -224,6 +243,7 @@ class OptunaStrategy(Strategy):
         self.study_name, self._rebuilds = d["study_name"], int(d.get("rebuilds", 0))
         self._owner = d["owner"]
         self._n_asks, self._n_told = int(d["n_asks"]), int(d["n_told"])
+        self._n_trials = int(d.get("n_trials", self._n_asks))
         if d.get("storage") and self.storage_url != d["storage"] and not self._own_storage:
             raise UserError(f"this search's study is in {d['storage']}, not in "
                             f"{self.storage_url}", field="search.storage")
@@ -235,10 +255,10 @@ class OptunaStrategy(Strategy):
                             f"{self.storage_url} does not hold; start the search afresh",
                             field="search.storage") from None
         ours = sorted((t for t in old.trials if t.user_attrs.get("owner") == self._owner),
-                      key=lambda t: t.number)
-        # At the saved boundary every one of the first n_asks trials was finished; anything
-        # later (or still running) happened after it and is dropped by a rebuild.
-        keep = ours[:self._n_asks]
+                      key=lambda t: t.user_attrs.get("seq", t.number))
+        # At the saved boundary every one of the first n_trials trials was finished;
+        # anything later (or still running) happened after it and is dropped by a rebuild.
+        keep = ours[:self._n_trials]
         if len(ours) > len(keep) or any(not t.state.is_finished() for t in keep):
             self._rebuilds += 1
             self.study_name = f"{self.study_base}~{self._rebuilds}"
@@ -250,10 +270,13 @@ class OptunaStrategy(Strategy):
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name,
                 directions=["minimize", "minimize"], sampler=self._sampler(self.seed))
-            self._study.add_trials([t for t in keep if t.state.is_finished()])
-            if self._n_asks == 0 and self.seed_extremes:
+            if self.seed_extremes:  # extremes not yet asked at the boundary: queued again,
+                asked = {t.user_attrs.get("arch") for t in keep}  # first, as originally
                 for arch in (self.space.largest(), self.space.smallest()):
-                    self._study.enqueue_trial(self.space.encode(arch))
+                    if arch.to_string() not in asked:
+                        self._study.enqueue_trial(self.space.encode(arch))
+            # the kept trials in their original order, so samplers see the same history
+            self._study.add_trials(sorted(keep, key=lambda t: t.number))
         else:
             self._study = old
         self._told, self._pending = {}, {}

@@ -131,3 +131,39 @@ def make_strategy(name: str, space: SearchSpace, seed: int, **opts: Any) -> Stra
         raise UserError(f"bad options for strategy {name!r} ({exc}); it takes: "
                         f"{', '.join(params) or 'no options'}", field="search.options") from None
     return factory(space, seed, **opts)
+
+
+class Seeded(Strategy):
+    """A strategy whose first asks are given archs (a previous front re-ranked on a new
+    table, the baselines, the extremes), told to it as results like any other, then its own
+    asks. Wrapping keeps every strategy seedable without each re-implementing a queue."""
+
+    def __init__(self, inner: Strategy, seeds: list[Arch]):
+        super().__init__(inner.space, inner.seed)
+        self.inner, self.name = inner, inner.name
+        seen: set[str] = set()
+        self.seeds = [a for a in seeds if not (a.arch_id in seen or seen.add(a.arch_id))]
+        self._served = 0
+
+    def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
+        self.inner.attach(out_dir, budgets)
+
+    def ask(self, n: int) -> list[Arch]:
+        out = self.seeds[self._served:self._served + max(0, int(n))]
+        self._served += len(out)
+        if len(out) < n:
+            out += self.inner.ask(n - len(out))
+        return out
+
+    def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
+        self.inner.tell(arch, objectives, feasible)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seeded": [a.arch_id for a in self.seeds], "served": self._served,
+                "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if d.get("seeded") != [a.arch_id for a in self.seeds]:
+            raise ValueError("the saved search was seeded with other archs")
+        self._served = int(d["served"])
+        self.inner.load_state_dict(d["inner"])
