@@ -127,6 +127,20 @@ def _step_seed(seed: int, epoch: int, step: int) -> list[int]:
     return [seed, epoch, step]
 
 
+def begin_step(cfg: TrainConfig, opt: torch.optim.Optimizer, perm: torch.Tensor, seed: int,
+               epoch: int, step: int, steps_per_epoch: int, total: int
+               ) -> tuple[int, np.random.Generator, torch.Tensor]:
+    """Set the step's learning rate and seeds; (global step, the step's generator, the
+    batch's indices). Every trainer (here, Ray Train) starts a step with this, so they
+    draw the same subnets and batches and a 1-worker run matches exactly."""
+    g = epoch * steps_per_epoch + step
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(cfg, g, total)
+    rng = np.random.default_rng(_step_seed(seed, epoch, step))
+    torch.manual_seed(int(rng.integers(2**31)))
+    return g, rng, perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+
+
 def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -210,12 +224,8 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                 net.train()
                 loss_sum, loss_n = 0.0, 0
                 while step < steps_per_epoch:
-                    g = epoch * steps_per_epoch + step
-                    for group in opt.param_groups:
-                        group["lr"] = _lr_at(cfg, g, total)
-                    rng = np.random.default_rng(_step_seed(seed, epoch, step))
-                    torch.manual_seed(int(rng.integers(2**31)))
-                    idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                    g, rng, idx = begin_step(cfg, opt, perm, seed, epoch, step,
+                                             steps_per_epoch, total)
                     x, y = train_x[idx], train_y[idx]
                     opt.zero_grad(set_to_none=True)
                     loss = sandwich_step(net, space, x, y, cfg, rng, big, smalls[g % len(smalls)])

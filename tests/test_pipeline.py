@@ -10,22 +10,15 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from conftest import TINY_CONFIG
+
 from nas.cli import main
 from nas.config import load_config
 from nas.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG = {
-    "version": 1, "name": "tiny", "seed": 0, "space": str(ROOT / "search_spaces" / "tiny.yaml"),
-    "data": {"source": "synthetic", "train": 512, "val": 128, "workers": 1},
-    "train": {"epochs": 1, "batch_size": 64, "warmup_steps": 2, "threads": 1,
-              "eval_images": 64},
-    "latency": {"validate_samples": 5, "rounds": 2, "workers": 2},
-    "search": {"strategy": "evolution", "evals": 16, "batch": 4, "budgets_ms": [],
-               "recal_images": 128, "val_images": 128, "threads": 1},
-    "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 64, "warmup_steps": 2, "threads": 1},
-}
+CONFIG = TINY_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def _worker_loop(config: dict) -> None:
     from nas.gaze.data import splits_from, to_input
     from nas.space import SearchSpace
     from nas.supernet import Supernet
-    from nas.train import TrainConfig, _lr_at, _quick_eval, _step_seed, sandwich_step
+    from nas.train import TrainConfig, _quick_eval, begin_step, sandwich_step
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -120,12 +120,8 @@ def _worker_loop(config: dict) -> None:
         net.train()
         loss_sum = 0.0
         for step in range(steps_per_epoch):
-            g = epoch * steps_per_epoch + step
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(cfg, g, total)
-            rng = np.random.default_rng(_step_seed(seed, epoch, step))
-            torch.manual_seed(int(rng.integers(2**31)))
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            g, rng, idx = begin_step(cfg, opt, perm, seed, epoch, step, steps_per_epoch,
+                                     total)
             idx = idx[rank * local:(rank + 1) * local]
             opt.zero_grad(set_to_none=True)
             loss_sum += sandwich_step(net, space, train_x[idx], train_y[idx], cfg, rng, big,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.errors import UserError, excerpt, safe_name
+from nas.errors import UserError, excerpt
 
 REPORT_KEYS = ("mape", "within_5", "within_10", "kendall_tau", "n")
 
@@ -50,13 +50,6 @@ def _backend(text: str) -> str:
     if text not in known_backends():
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(known_backends())}, got "
                                          f"{excerpt(text)}")
-    return text
-
-
-def _device(text: str) -> str:
-    if not safe_name(text):
-        raise argparse.ArgumentTypeError(f"expected a plain device name (a file name: no '/', "
-                                         f"not starting with '.'), got {excerpt(text)}")
     return text
 
 
@@ -198,6 +191,7 @@ def _either(plain: Callable[[argparse.Namespace], int],
 def register(lut: Any, profile: argparse.ArgumentParser) -> None:
     """Add `--backend` to `profile` and `lut validate`, `--no-fit` to `lut validate`, and the
     subcommands `lut bundle`, `lut import`, `lut adapt`."""
+    from nas.cli import _device  # the CLI's one device-name check (nas.cli calls register)
     from nas.latency.backends import DEFAULT_BACKEND, known_backends
 
     names = ", ".join(known_backends())

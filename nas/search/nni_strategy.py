@@ -83,6 +83,7 @@ class NNIStrategy(Strategy):
         self._served_queue = 0
         self._pending: dict[str, tuple[int, int, dict]] = {}  # arch_id -> (tuner, pid, params)
         self._told: set[str] = set()
+        self._losses: dict[tuple[str, int], float] = {}  # (arch_id, tuner) -> its loss
 
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
         self.budgets = sorted(float(b) for b in budgets) or [math.inf]
@@ -162,15 +163,9 @@ class NNIStrategy(Strategy):
     def _tell_tuner(self, b: int, pid: int, params: dict, loss: float | None,
                     aid: str) -> None:
         if loss is None:
-            loss = self._known_loss.get((aid, b), 1e6)
+            loss = self._losses.get((aid, b), 1e6)
         self._get_tuners()[b].receive_trial_result(pid, params, loss)
         self._events.append(["t", b, pid, loss])
-
-    @property
-    def _known_loss(self) -> dict:
-        if not hasattr(self, "_losses"):
-            self._losses: dict[tuple[str, int], float] = {}
-        return self._losses
 
     def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
         aid = arch.arch_id
@@ -178,9 +173,9 @@ class NNIStrategy(Strategy):
             return
         b, pid, params = self._pending.pop(aid, (-1, -1, {}))
         for i in range(len(self.budgets or [math.inf])):
-            self._known_loss[(aid, i)] = self._loss(tuple(objectives), feasible, i)
+            self._losses[(aid, i)] = self._loss(tuple(objectives), feasible, i)
         if b >= 0:
-            self._tell_tuner(b, pid, params, self._known_loss[(aid, b)], aid)
+            self._tell_tuner(b, pid, params, self._losses[(aid, b)], aid)
         self._told.add(aid)
 
     def enqueue(self, archs: Sequence[Arch]) -> None:
@@ -193,7 +188,7 @@ class NNIStrategy(Strategy):
                 "budgets": self.budgets, "events": self._events, "turn": self._turn,
                 "next_pid": self._next_pid, "queue": self._queue,
                 "served_queue": self._served_queue, "told": sorted(self._told),
-                "losses": [[a, b, v] for (a, b), v in self._known_loss.items()],
+                "losses": [[a, b, v] for (a, b), v in self._losses.items()],
                 "pending": {}}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
