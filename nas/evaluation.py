@@ -44,14 +44,10 @@ def predict(net: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
 
 def gaze_error(pred: torch.Tensor | np.ndarray, true: torch.Tensor | np.ndarray,
                task: str = "gaze3d") -> float:
-    """Mean angular error in degrees (gaze3d) or mean Euclidean error in cm (pog2d)."""
-    pred = np.asarray(pred, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
-    if task == "pog2d":
-        return float(np.linalg.norm(pred - true, axis=1).mean())
-    from nas.gaze.geometry import angular_error_deg
+    """Mean error in the task's unit (angular degrees for gaze3d, cm for pog2d)."""
+    from nas.gaze.tasks import get_task
 
-    return float(np.mean(angular_error_deg(pred, true)))
+    return get_task(task).error(pred, true)
 
 
 def mean_gaze_error(splits: GazeSplits, task: str = "gaze3d") -> float:

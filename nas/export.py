@@ -16,6 +16,7 @@ import torch
 
 from nas import __version__
 from nas.errors import UserError
+from nas.gaze.tasks import get_task
 from nas.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, file_hash
 from nas.models import GazeNet, count_macs, count_params
 from nas.space import SearchSpace
@@ -60,17 +61,15 @@ def export_subnet(net: GazeNet, space: SearchSpace, out_dir: str | Path,
     atomic_torch_save(out_dir / "model.pt", {
         "format": "gaze-nas-subnet/1", "arch": arch.to_string(), "space": json.dumps(space.raw),
         "state_dict": net.state_dict()})
+    task = get_task(space.task)
     card = {
         "arch_id": arch.arch_id, "arch": arch.to_string(), "space": space.name,
         "space_hash": space.space_hash(), "task": space.task,
         "input": {"name": "input", "shape": ["batch", space.in_channels, *arch.resolution],
                   "dtype": "float32",
-                  "preprocessing": "normalized eye patch, gray, histogram-equalized, resized "
-                                   "to HxW, values scaled to [0, 1]"},
+                  "preprocessing": task.input_meaning},
         "output": {"name": "gaze", "shape": ["batch", space.outputs],
-                   "meaning": ("pitch, yaw in radians (normalized camera space; "
-                               "g = (-cos p sin y, -sin p, -cos p cos y))")
-                   if space.task == "gaze3d" else "point of gaze x, y in cm from the camera"},
+                   "meaning": task.output_meaning, "error_unit": task.unit},
         "params": count_params(net), "macs": count_macs(net, shape),
         "onnx": {"opset": OPSET, "sha256_16": file_hash(out_dir / "model.onnx"),
                  "max_abs_diff_vs_torch": diff},

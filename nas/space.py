@@ -20,6 +20,7 @@ import numpy as np
 
 from nas.blocks import ACTS, FAMILIES, check_family_name, family_of_token, get_family
 from nas.errors import UserError, check_keys, excerpt, read_user_yaml
+from nas.gaze.tasks import TASKS
 
 FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
 SPACE_FORMAT_VERSION = 1
@@ -172,7 +173,7 @@ class SearchSpace:
             raise UserError(f"version {version} is newer than this tool reads "
                             f"({SPACE_FORMAT_VERSION})", source=source, field="version")
         name = v.str_(data, "name")
-        task = v.choice(data, "task", ("gaze3d", "pog2d"))
+        task = v.choice(data, "task", tuple(TASKS))
         inp = v.map_(data, "input", keys=("channels", "resolutions"))
         in_ch = v.int_(inp, "channels", "input.", lo=1, hi=16)
         res = v.list_(inp, "resolutions", "input.")
