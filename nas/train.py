@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from nas import __version__
 from nas.errors import UserError
 from nas.evaluation import gaze_error, predict, recalibrate_bn
-from nas.gaze.data import GazeSplits, to_input
+from nas.gaze.data import Batches, GazeSplits, to_input
 from nas.io import atomic_torch_save, json_hash, load_torch_dict, package_versions
 from nas.models import resize_to
 from nas.space import SearchSpace
@@ -210,7 +210,7 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                                       "epoch": e, "step": s, "fingerprint": fingerprint,
                                       "history": json.dumps(history)})
 
-    train_x = to_input(splits.train_x).to(memory_format=mf)
+    train_x = Batches(splits.train_x, mf)  # read per batch: the set may not fit in memory
     train_y = torch.from_numpy(splits.train_y)
     big = space.largest()
     smalls = ([space.smallest()] if cfg.smallest == "global"
@@ -379,9 +379,7 @@ def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneCo
     torch.manual_seed(seed)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = net.to(memory_format=mf)
-    raw = to_input(splits.train_x)
-    x_all = raw if resolution is None else resize_to(raw, tuple(resolution))
-    x_all = x_all.contiguous(memory_format=mf)
+    x_all = Batches(splits.train_x, mf, resolution)  # read per batch
     y_all = torch.from_numpy(splits.train_y)
     n = len(x_all)
     steps_per_epoch = n // cfg.batch_size
@@ -405,7 +403,7 @@ def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneCo
             loss = F.l1_loss(out, y)
             if teacher is not None and kd_weight > 0:
                 with torch.no_grad():
-                    t = teacher(raw[idx])  # the teacher resizes to its own resolution
+                    t = teacher(x_all.raw(idx))  # the teacher resizes to its own resolution
                 loss = (1 - kd_weight) * loss + kd_weight * F.l1_loss(out, t)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -68,7 +68,7 @@ def _worker_loop(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from nas.gaze.data import splits_from, to_input
+    from nas.gaze.data import Batches, splits_from
     from nas.space import SearchSpace
     from nas.supernet import Supernet
     from nas.train import TrainConfig, _quick_eval, begin_step, sandwich_step
@@ -104,7 +104,7 @@ def _worker_loop(config: dict) -> None:
     for t in params + list(net.buffers()):  # one start for all, whatever each rank loaded
         dist.broadcast(t.data, 0)
 
-    train_x = to_input(splits.train_x).to(memory_format=mf)
+    train_x = Batches(splits.train_x, mf)  # read per batch: the set may not fit in memory
     train_y = torch.from_numpy(splits.train_y)
     n = len(train_x)
     steps_per_epoch = n // cfg.batch_size

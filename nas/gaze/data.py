@@ -60,5 +60,35 @@ def splits_from(data: dict, seed: int, source: str, log: Callable[[str], None] =
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]: the networks' input convention."""
-    return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
+    """uint8 (N, H, W) gray or (N, H, W, 3) RGB -> float32 (N, C, H, W) in [0, 1]: the
+    networks' input convention."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    return t.float().div_(255.0)
+
+
+class Batches:
+    """Network inputs read batch by batch from uint8 images, so a training set larger than
+    memory (a memory-mapped dataset cache) trains without being loaded whole; for an array in
+    memory the batches equal slices of `to_input` of the whole array."""
+
+    def __init__(self, images, memory_format: torch.memory_format = torch.contiguous_format,
+                 resolution: tuple[int, int] | None = None):
+        self.images = images
+        self.memory_format = memory_format
+        self.resolution = tuple(resolution) if resolution is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def raw(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The batch at the images' own resolution."""
+        return to_input(self.images[np.asarray(idx)])
+
+    def __getitem__(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
+        from nas.models import resize_to
+
+        x = self.raw(idx)
+        if self.resolution is not None:
+            x = resize_to(x, self.resolution)
+        return x.contiguous(memory_format=self.memory_format)
