@@ -1,7 +1,7 @@
 # The two commands of the README. Each sets up what it needs on a fresh machine:
 # a virtualenv with torch pinned FIRST (a loose pin would pull a multi-GB CUDA build),
 # then this package: plain for the quickstart, with the test and optional extras
-# (ray, nni) for the tests, so CI exercises every back-end.
+# (ray, nni, data) for the tests, so CI exercises every back-end.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev,ray,nni]"
+	$(BIN)/pip install --quiet -e ".[dev,ray,nni,data]"
 	touch $(TESTSTAMP)
 
 clean:

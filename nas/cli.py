@@ -526,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("config")
     bl.add_argument("--out", help="run folder (default runs/<name>)")
     bl.set_defaults(fn=cmd_baselines)
+
+    from nas.gaze.datasets.commands import add_data_commands
+
+    add_data_commands(sub)
     return p
 
 

@@ -17,8 +17,11 @@ from nas.train import SAMPLINGS, SMALLEST, TrainConfig
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"
-    train: int = 16000
+    source: str = "synthetic"     # or mpiigaze, mpiifacegaze, ethxgaze, cache (`gaze-nas data sources`)
+    path: str | None = None       # the dataset's folder (real sources), relative to the config
+    options: dict = field(default_factory=dict)  # reader options (`gaze-nas data info NAME`)
+    val_subjects: list = field(default_factory=list)  # held out for validation, by subject
+    train: int = 16000            # synthetic: images rendered; a dataset: at most this many (0: all)
     val: int = 2000
     workers: int = 2
 
@@ -109,7 +112,7 @@ SEED = Range(0, 2**32 - 1)
 # Every number a config (or the CLI flag that sets the same thing) may hold: one place.
 LIMITS: dict[str, Range] = {
     "seed": SEED,
-    "data.train": Range(256, MAX_IMAGES), "data.val": Range(64, MAX_IMAGES // 5),
+    "data.train": Range(256, MAX_IMAGES, also=(0,)), "data.val": Range(64, MAX_IMAGES // 5, also=(0,)),
     "data.workers": Range(1, 64),
     "train.epochs": Range(1, 10_000), "train.batch_size": Range(2, MAX_IMAGES),
     "train.lr": Range(0, 10, lo_open=True), "train.weight_decay": Range(0, 10),
@@ -139,14 +142,21 @@ _SECTIONS = {"data": DataConfig, "train": TrainConfig, "latency": LatencyConfig,
 _TOP = ("version", "name", "seed", "space", *_SECTIONS)
 
 
+def _sources() -> list[str]:
+    from nas.gaze.datasets import available_sources
+
+    return available_sources()
+
+
 def _strategies() -> list[str]:
     from nas.search.strategy import known_strategies
 
     return known_strategies()
 
 
+_NAME_LISTS = {"data.val_subjects"}  # lists of ids, not numbers
 _CHOICES: dict[str, Callable[[], Any]] = {
-    "data.source": lambda: ("synthetic",), "train.sampling": lambda: SAMPLINGS,
+    "data.source": _sources, "train.sampling": lambda: SAMPLINGS,
     "train.smallest": lambda: SMALLEST, "search.strategy": _strategies,
     "search.executor": lambda: EXECUTORS}
 
@@ -206,7 +216,11 @@ def _section(cls: type, d: Any, name: str, src: str) -> Any:
         elif isinstance(want, list):
             if not isinstance(v, list) or len(v) > 100:
                 _fail(f"expected a list (at most 100), got {excerpt(v)}", src, key)
-            for x in v:
+            if key in _NAME_LISTS:
+                if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+                    _fail(f"expected a list of names or numbers, got {excerpt(v)}", src, key)
+                v = list(v)
+            for x in (v if key not in _NAME_LISTS else ()):
                 err = field_error(key, x, float)
                 if err:
                     _fail(err, src, key)
@@ -253,13 +267,20 @@ def config_from_dict(d: Any, src: str, path: Path | None = None) -> ExperimentCo
     space = resolve_path(d["space"], path, "space") if path else Path(d["space"])
     data, train, latency, search, finetune, baselines, ray = (
         _section(cls, d.get(k), k, src) for k, cls in _SECTIONS.items())
-    if train.batch_size > data.train:
+    if data.source == "synthetic" and 0 in (data.train, data.val):
+        _fail("expected a number of images to render (0 means 'all' only for a dataset on "
+              "disk)", src, "data.train" if data.train == 0 else "data.val")
+    if data.source != "synthetic" and not data.path:
+        _fail(f"expected the folder of the {data.source} dataset", src, "data.path")
+    if data.path is not None and path:
+        data.path = str(resolve_path(data.path, path, "data.path"))
+    if data.train and train.batch_size > data.train:
         _fail(f"expected at most data.train ({data.train}) images per batch, got "
               f"{train.batch_size} (an epoch would have no step)", src, "train.batch_size")
     if train.random_subnet_images > train.batch_size:
         _fail(f"expected 0 (whole batch) or at most train.batch_size ({train.batch_size}), got "
               f"{train.random_subnet_images}", src, "train.random_subnet_images")
-    if finetune.epochs and finetune.batch_size > data.train:
+    if finetune.epochs and data.train and finetune.batch_size > data.train:
         _fail(f"expected at most data.train ({data.train}) images per batch, got "
               f"{finetune.batch_size}", src, "finetune.batch_size")
     if latency.device is not None and not safe_name(latency.device):
@@ -277,7 +298,14 @@ def check_inputs(cfg: ExperimentConfig) -> None:
     from nas.space import SearchSpace
 
     space = SearchSpace.load(cfg.space)
-    if space.in_channels != 1 or space.task != "gaze3d":
+    if cfg.data.source != "synthetic":  # channels are checked when the data are opened
+        from nas.gaze.datasets import get_source
+
+        task = get_source(cfg.data.source, cfg.source).task
+        if task is not None and task != space.task:
+            _fail(f"data.source {cfg.data.source!r} gives {task} labels; the space's task is "
+                  f"{space.task!r}", str(cfg.space), "task")
+    elif space.in_channels != 1 or space.task != "gaze3d":
         _fail(f"data.source {cfg.data.source!r} gives 1-channel images with gaze3d labels; the "
               f"space has input.channels {space.in_channels} and task {space.task!r}",
               str(cfg.space), "input.channels" if space.in_channels != 1 else "task")

@@ -43,7 +43,10 @@ class StageClock:
 
 
 def load_splits(cfg: ExperimentConfig, log: Log):
-    return splits_from(asdict(cfg.data), cfg.seed, cfg.source, log)
+    """The config's data, checked against its space (input channels)."""
+    splits = splits_from(asdict(cfg.data), cfg.seed, cfg.source, log)
+    splits.check_fits(SearchSpace.load(cfg.space), str(cfg.space))
+    return splits
 
 
 def splits_from(data: dict, seed: int, source: str, log: Log):

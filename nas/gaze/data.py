@@ -31,6 +31,18 @@ class GazeSplits:
         if len(self.train_x) == 0 or len(self.val_x) == 0:
             raise UserError("empty split", source=source, field="train/val")
 
+    @property
+    def channels(self) -> int:
+        """1 for gray (N, H, W) images, else the last axis (RGB: 3)."""
+        return 1 if len(self.train_x.shape) == 3 else int(self.train_x.shape[-1])
+
+    def check_fits(self, space, source: str) -> None:
+        """The space's stem must take these images."""
+        if space.in_channels != self.channels:
+            raise UserError(f"the data have {self.channels} channel(s) per image, the space "
+                            f"expects {space.in_channels}", source=source,
+                            field="input.channels")
+
 
 def cache_dir() -> Path:
     """Where rendered datasets live: $GAZE_NAS_CACHE or ~/.cache/gaze-nas."""
@@ -54,7 +66,12 @@ def synthetic_splits(n_train: int, n_val: int, seed: int, workers: int = 1,
 def splits_from(data: dict, seed: int, source: str, log: Callable[[str], None] = print
                 ) -> GazeSplits:
     """The data splits a config's `data` section describes, checked (no NaN, none empty)."""
-    splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
+    if data.get("source", "synthetic") == "synthetic":  # rendered here, sized by train / val
+        splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
+    else:  # a dataset on disk, split by subject
+        from nas.gaze.datasets.run_splits import dataset_splits
+
+        splits = dataset_splits(data, seed, source, log)
     splits.check(source)
     return splits
 
