@@ -378,12 +378,12 @@ def _device(text: str) -> str:
 
 
 def _strategy(text: str) -> str:
+    """--strategy, checked while the flags are parsed, so a typo costs no data loading. The
+    UserError passes through argparse (which catches only ArgumentTypeError, TypeError and
+    ValueError), so the line reads `--strategy: unknown strategy ...; did you mean ...?`."""
     from nas.search.strategy import check_strategy
 
-    try:
-        check_strategy(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+    check_strategy(text, field="--strategy")
     return text
 
 

@@ -197,7 +197,8 @@ CONFIG_FIELDS = [
     ("data-train-huge", S("data.train", 10**9), "data.train"),
     ("data-val-tiny", S("data.val", 10), "data.val"),
     ("data-workers-zero", S("data.workers", 0), "data.workers"),
-    ("data-source-unknown", S("data.source", "mpiigaze"), "data.source"),
+    ("data-source-unknown", S("data.source", "mpigaze"), "data.source"),
+    ("data-path-missing", S("data.source", "mpiigaze"), "data.path"),
     ("data-train-bool", S("data.train", True), "data.train"),
     ("latency-rounds-zero", S("latency.rounds", 0), "latency.rounds"),
     ("latency-workers-zero", S("latency.workers", 0), "latency.workers"),
@@ -244,6 +245,9 @@ CONFIG_FIELDS = [
     ("space-nul-byte", S("space", "a\0b"), "space"),
     ("space-name-too-long", S("space", "a" * 5000), "space"),
     ("data-list", S("data", [1]), "data"),
+    ("strategy-optuna-typo", S("search.strategy", "optuna-nsga"), "did you mean 'optuna-nsga2'"),
+    ("strategy-external-missing", S("search.strategy", "no_such_module:Thing"),
+     "cannot import external strategy"),
 ]
 
 BAD_YAML = [  # raw bytes of a user YAML file -> what the one line must say
@@ -371,6 +375,8 @@ RUN_FOLDER = [  # (id, spoil(ctx), argv(ctx), must contain)
         (c.run / "supernet.pt").read_bytes()[:100]), "train", "corrupt"),
     ("run-over-bad-eval-cache", lambda c: (c.run / "eval_cache.jsonl").write_text("7\n"),
      "run", "eval_cache.jsonl"),
+    ("run-config-strategy-typo", lambda c: _run_config(c, S("search.strategy", "evolutoin")),
+     "search", "did you mean 'evolution'"),
 ]
 
 FLAGS = [  # (id, argv(ctx), must contain)
@@ -385,6 +391,17 @@ FLAGS = [  # (id, argv(ctx), must contain)
     ("search-seed-negative", lambda c: c.search("--seed", "-1"), "--seed"),
     ("search-seed-2-32", lambda c: c.search("--seed", str(2**32)), "--seed"),
     ("search-strategy-unknown", lambda c: c.search("--strategy", "annealing"), "--strategy"),
+    ("search-strategy-typo", lambda c: c.search("--strategy", "evolutoin"),
+     "--strategy: unknown strategy 'evolutoin'; did you mean 'evolution'? expected one of "),
+    ("search-strategy-typo-first", lambda c: ["search", "--strategy", "optuna-tpee", "--run",
+                                              str(c.run), "--lut", c.lut],
+     "did you mean 'optuna-tpe'?"),
+    ("search-strategy-empty-module", lambda c: c.search("--strategy", ":Thing"),
+     "--strategy: cannot import external strategy"),
+    ("search-strategy-relative-module", lambda c: c.search("--strategy", ".x:Thing"),
+     "--strategy: cannot import external strategy"),
+    ("search-strategy-not-a-strategy", lambda c: c.search("--strategy", "os:sep"),
+     "not a Strategy class or factory"),
     ("search-lut-missing", lambda c: c.search(lut=str(c.tmp / "nope.yaml")), "not found"),
     ("search-lut-folder", lambda c: c.search(lut=str(c.tmp)), "not found"),
     ("search-without-lut", lambda c: ["search", "--run", str(c.run)], "--lut"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nas.search import make_strategy, run_search
-from nas.search.runner import SequentialExecutor
+from nas.search.executors import SequentialExecutor
 from nas.space import SearchSpace
 from test_search import SPACE, Counting, synthetic  # noqa: E402 (tests/ is on sys.path)
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from nas.errors import UserError
-from nas.search import (Evolution, RandomSearch, hypervolume_2d, known_strategies, load_front,
-                        make_strategy, register_strategy, run_search)
+from nas.search import (Evolution, RandomSearch, check_strategy, hypervolume_2d,
+                        known_strategies, load_front, make_strategy, register_strategy,
+                        run_search)
 from nas.search.pareto import non_dominated_mask
 from nas.space import SearchSpace
 
@@ -105,6 +106,32 @@ def test_register_lazy_strategy():
     finally:
         from nas.search import strategy as mod
         mod._REGISTRY.pop("test-random-alias")
+
+
+def test_strategy_typo_suggests_the_nearest_name():
+    with pytest.raises(UserError, match=r"^--strategy: unknown strategy 'evolutoin'; did you "
+                       r"mean 'evolution'\? expected one of evolution, .*module:attr"):
+        check_strategy("evolutoin", field="--strategy")
+    with pytest.raises(UserError, match=r"^search.strategy: unknown strategy 'zzz'; expected"):
+        check_strategy("zzz")  # nothing near: no suggestion
+
+
+def test_cli_strategy_typo_fails_while_parsing_flags():
+    """The flag is refused by argparse's type check, before the run folder is read: torch
+    (seconds to import), the supernet and the evaluator are never loaded, so a typo costs
+    well under a second (checked by what is imported, not by timing; that no data loads is
+    checked by test_bad_inputs' guard)."""
+    code = ("import sys; from nas.cli import main; "
+            "rc = main(['search', '--run', 'no-such-run', '--lut', 'no.yaml', "
+            "'--strategy', 'evolutoin']); "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith("
+            "('nas.pipeline', 'nas.supernet', 'nas.train', 'nas.evaluation'))]; "
+            "assert rc == 2 and not bad, (rc, bad)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "gaze-nas: error: --strategy: unknown strategy 'evolutoin'; did you mean 'evolution'?")
 
 
 def test_search_does_not_import_torch():

@@ -1,6 +1,6 @@
 """Evaluate a search's batches on Ray actors that each hold the supernet once.
 
-`RayExecutor` is an executor for `nas.search.run_search` (see `nas/search/runner.py`):
+`RayExecutor` is an executor for `nas.search.run_search` (see `nas/search/executors.py`):
 `imap(archs)` yields one result per arch in the order asked. Archs whose error is in the
 driver's evaluation cache are answered there without Ray; the others go to `workers`
 actors, each built once from an `EvaluatorSpec` (the run's data section and seed,

@@ -1,19 +1,20 @@
 """The ask/tell contract every search strategy meets, and the registry that names them.
 
-The runner only speaks this contract, so a strategy never learns how latency or error are
-computed, and new back-ends (Optuna, NNI) plug in with `register_strategy` without touching
-the runner.
+The search loop (`loop.py`) only speaks this contract, so a strategy never learns how
+latency or error are computed, and new back-ends (Optuna, NNI) plug in with
+`register_strategy` without touching the loop.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.errors import UserError
+from nas.errors import UserError, excerpt
 from nas.space import Arch, SearchSpace
 
 
@@ -90,25 +91,28 @@ def known_strategies() -> list[str]:
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
-def check_strategy(name: str) -> None:
-    """Refuse an unknown name before any work starts. A "module:attr" name is an external
-    strategy class, imported on use."""
+def check_strategy(name: str, field: str = "search.strategy") -> None:
+    """Refuse an unknown name before any work starts (the CLI calls it while parsing flags,
+    so a typo costs no data loading), suggesting the nearest known name. A "module:attr"
+    name is an external strategy class, imported here to check it exists. `field` is what
+    the error names: the config field, or the CLI flag that set it."""
     if name in _REGISTRY or name in _entry_points():
         return
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
             obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot import external strategy {name!r} ({exc})",
-                            field="search.strategy") from None
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:  # "", ".rel"
+            raise UserError(f"cannot import external strategy {excerpt(name)} ({exc})",
+                            field=field) from None
         if not (inspect.isclass(obj) and issubclass(obj, Strategy)) and not callable(obj):
-            raise UserError(f"{name!r} is not a Strategy class or factory",
-                            field="search.strategy")
+            raise UserError(f"{excerpt(name)} is not a Strategy class or factory", field=field)
         return
-    raise UserError(f"unknown search strategy {name!r}; known: "
-                    f"{', '.join(known_strategies())} (or module:attr for your own)",
-                    field="search.strategy")
+    known = known_strategies()
+    near = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise UserError(f"unknown strategy {excerpt(name)}; {hint}expected one of "
+                    f"{', '.join(known)}, or module:attr for your own", field=field)
 
 
 def _resolve(entry: Callable[..., Strategy] | str) -> Callable[..., Strategy]:

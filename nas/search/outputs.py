@@ -1,0 +1,90 @@
+"""A finished search's artifacts, made from its trial rows alone: pareto.{json,csv,png},
+best_per_budget.json and summary.json (so they can be rewritten at any time, e.g. by a
+resume that finds every trial already done)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.io import atomic_write_json, atomic_write_text
+from nas.search.pareto import best_under_budget, hypervolume_2d, non_dominated_mask
+from nas.search.plot import plot_front
+from nas.search.trials import RESERVED, columns, csv_text, feasible_matrix
+
+HV_RULE = "1.1 x the worst feasible value of each objective over all trials"
+
+
+def entry(row: dict) -> dict[str, Any]:
+    """A front / budget entry: identity first, then every metric, then the trial number."""
+    out = {"arch_id": row["arch_id"], "arch": row["arch"]}
+    out.update({k: v for k, v in row.items() if k not in RESERVED})
+    out["trial"] = row["trial"]
+    return out
+
+
+def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[float],
+                  objectives: Sequence[str] = ("error_deg", "latency_ms"),
+                  meta: dict | None = None, hv_ref: Sequence[float] | None = None,
+                  hv_rule: str | None = None, extra: dict | None = None) -> dict[str, Any]:
+    """pareto.{json,csv,png}, best_per_budget.json and summary.json from trial rows."""
+    out_dir = Path(out_dir)
+    err_key, lat_key = objectives
+    feas, F = feasible_matrix(rows, objectives)
+    idx = np.flatnonzero(non_dominated_mask(F)) if len(F) else np.zeros(0, dtype=int)
+    idx = sorted(idx, key=lambda i: (F[i, 1], F[i, 0]))
+    front = [entry(feas[i]) for i in idx]
+
+    best: list[dict[str, Any]] = []
+    picks = best_under_budget(F[:, 0], F[:, 1], budgets)
+    for b in budgets:
+        i = picks[b]
+        if i is None:
+            fastest = f"{F[:, 1].min():g}" if len(F) else "none"
+            best.append({"budget_ms": b, "arch_id": None,
+                         "reason": f"no feasible trial has {lat_key} <= {b:g} "
+                                   f"(fastest: {fastest})"})
+        else:
+            best.append({"budget_ms": b, **entry(feas[i])})
+
+    if hv_ref is not None:
+        ref, rule = [float(v) for v in hv_ref], hv_rule or "given"
+    elif len(F):
+        ref, rule = [float(v) for v in 1.1 * F.max(axis=0)], HV_RULE
+    else:
+        ref, rule = None, HV_RULE
+    hv = hypervolume_2d(F, ref) if ref is not None else 0.0
+    summary = {"n_trials": len(rows), "n_feasible": len(feas), "front_size": len(front),
+               "objectives": list(objectives), "budgets_ms": list(budgets),
+               "hypervolume": {"value": hv,
+                               "reference": (dict(zip(objectives, ref)) if ref else None),
+                               "rule": rule},
+               "meta": meta or {}}
+    summary.update(extra or {})
+
+    cols = columns(front) if front else ["arch_id", "arch", *objectives, "trial"]
+    atomic_write_json(out_dir / "pareto.json", front)
+    atomic_write_text(out_dir / "pareto.csv", csv_text(front, cols))
+    atomic_write_json(out_dir / "best_per_budget.json", best)
+    atomic_write_json(out_dir / "summary.json", summary)
+    plot_front(out_dir / "pareto.png", F, front, best, objectives, meta or {})
+    return {"front": front, "best_per_budget": best, "summary": summary}
+
+
+def load_front(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The Pareto front a finished search wrote (sorted by latency)."""
+    path = Path(out_dir) / "pareto.json"
+    if not path.is_file():
+        raise UserError("file not found (expected the pareto.json of a finished search)",
+                        source=str(path))
+    try:
+        front = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable Pareto front ({exc})", source=str(path)) from None
+    if not isinstance(front, list):
+        raise UserError("expected a list of front entries", source=str(path))
+    return front

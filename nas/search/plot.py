@@ -1,0 +1,87 @@
+"""pareto.png: every trial, the front, the budgets and their picks, and optionally the
+hand-designed baselines and the front re-measured another way. Matplotlib is imported only
+here, and only when a plot is drawn."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nas.io import atomic_write_bytes
+from nas.search.trials import TRIALS, feasible_matrix, read_trials
+
+
+def replot(out_dir: str | Path, markers: Sequence[dict],
+           retrained: Sequence[dict] = ()) -> Path:
+    """Redraw a finished search's pareto.png with extra labelled points (e.g. hand-designed
+    baselines: dicts with `name` and the two objective keys) and, optionally, the front's
+    subnets re-measured another way (e.g. trained from scratch, timed end to end)."""
+    out_dir = Path(out_dir)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    objectives = summary["objectives"]
+    _, F = feasible_matrix(read_trials(out_dir / TRIALS), objectives)
+    front = json.loads((out_dir / "pareto.json").read_text())
+    best = json.loads((out_dir / "best_per_budget.json").read_text())
+    path = out_dir / "pareto.png"
+    plot_front(path, F, front, best, objectives, summary.get("meta") or {}, markers, retrained)
+    return path
+
+
+def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
+               objectives: Sequence[str], meta: dict, markers: Sequence[dict] = (),
+               retrained: Sequence[dict] = ()) -> None:
+    """Every trial light, the front as a step line, budgets dashed with their pick circled,
+    `markers` (baselines) as labelled crosses. Uses the Agg canvas directly: no pyplot
+    state, no switch of the caller's backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    err_key, lat_key = objectives
+    fig = Figure(figsize=(7.5, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(F):
+        ax.scatter(F[:, 1], F[:, 0], s=9, color="0.78", label=f"trials ({len(F)})", zorder=1)
+    if front:
+        fl = [e[lat_key] for e in front]
+        fe = [e[err_key] for e in front]
+        ax.step(fl, fe, where="post", color="C0", lw=1.4, zorder=2)
+        ax.plot(fl, fe, "o", color="C0", ms=4.5, label=f"Pareto front ({len(front)})",
+                zorder=3)
+    for j, b in enumerate(best):
+        color = f"C{(j % 9) + 1}"
+        ax.axvline(b["budget_ms"], ls="--", lw=1, color=color, zorder=1)
+        if b.get("arch_id") is None:
+            continue
+        x, y = b[lat_key], b[err_key]
+        ax.scatter([x], [y], s=170, facecolors="none", edgecolors=color, linewidths=1.8,
+                   zorder=4)
+        ax.annotate(f"\u2264 {b['budget_ms']:g} ms: {y:.2f}\u00b0\n{b['arch_id']}", (x, y),
+                    xytext=(8, 8), textcoords="offset points", fontsize=7, color=color,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
+                          "alpha": 0.85}, zorder=5)
+    if retrained:
+        pts = sorted((m[lat_key], m[err_key]) for m in retrained)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", color="C2", ms=4, lw=1,
+                mfc="none", label="front subnets trained from scratch (measured)", zorder=3)
+    for j, m in enumerate(markers):
+        ax.plot([m[lat_key]], [m[err_key]], "X", color="C3", ms=7,
+                label="hand-designed baselines" if j == 0 else None, zorder=4)
+        ax.annotate(m["name"], (m[lat_key], m[err_key]), xytext=(5, -9),
+                    textcoords="offset points", fontsize=6.5, color="C3", zorder=5)
+    if markers:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)" if lat_key == "latency_ms" else lat_key)
+    ax.set_ylabel("angular error (deg)" if err_key == "error_deg" else err_key)
+    where = [f"{k} {meta[k]}" for k in ("space", "device") if meta.get(k)]
+    ax.set_title("Pareto front" + (": " + ", ".join(where) if where else ""))
+    ax.grid(alpha=0.3)
+    if len(F):
+        ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
