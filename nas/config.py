@@ -186,8 +186,8 @@ def _choice(v: Any, key: str, src: str) -> None:
     options = list(_CHOICES[key]())
     if v not in options:
         near = difflib.get_close_matches(str(v), options, n=1)
-        _fail(f"expected one of {', '.join(options)}"
-              f"{f' (did you mean {near[0]!r}?)' if near else ''}, got {excerpt(v)}", src, key)
+        _fail(f"unknown value {excerpt(v)}; {f'did you mean {near[0]!r}? ' if near else ''}"
+              f"expected one of {', '.join(options)}", src, key)
 
 
 def _section(cls: type, d: Any, name: str, src: str) -> Any:
