@@ -250,7 +250,9 @@ def evaluator_from_spec(spec: EvaluatorSpec, log: Log = lambda _m: None):
 
 def warm_start_seeds(ev, space: SearchSpace, table, out_dir: Path, cap: int) -> list[Arch]:
     """The subnets of the evaluation cache (errors are device-independent) that are on the
-    first two Pareto fronts under `table`'s latency, fastest first, at most `cap`. Written to
+    first two Pareto fronts under `table`'s latency, fastest first, at most `cap`: the first
+    front before the second, and a front longer than the room left spread evenly along it
+    (both ends kept), so a cap never cuts off the accurate end. Written to
     `out_dir/seeds.json` the first time, so a resumed search uses the same seeds even though
     the cache has grown since."""
     from nas.search.pareto import nondominated_sort
@@ -267,10 +269,17 @@ def warm_start_seeds(ev, space: SearchSpace, table, out_dir: Path, cap: int) -> 
     archs = [space.parse(r["arch"]) for r in rows]
     if archs:
         F = np.array([[r["error_deg"], table.predict(space, a)] for r, a in zip(rows, archs)])
-        fronts = nondominated_sort(F)
-        picked = [i for front in fronts[:2] for i in front]
-        picked = sorted(picked, key=lambda i: (F[i, 1], F[i, 0]))[:cap]
-        archs = [archs[i] for i in picked]
+        picked: list[int] = []
+        for front in nondominated_sort(F)[:2]:
+            room = cap - len(picked)
+            if room <= 0:
+                break
+            front = sorted(front, key=lambda i: (F[i, 1], F[i, 0]))
+            if len(front) > room:
+                front = [front[j] for j in np.unique(np.linspace(0, len(front) - 1, room)
+                                                     .round().astype(int))]
+            picked += front
+        archs = [archs[i] for i in sorted(picked, key=lambda i: (F[i, 1], F[i, 0]))]
     atomic_write_json(path, {"lut": lut, "seeds": [a.to_string() for a in archs]})
     return archs
 
