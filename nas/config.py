@@ -24,6 +24,7 @@ class DataConfig:
     train: int = 16000            # synthetic: images rendered; a dataset: at most this many (0: all)
     val: int = 2000
     workers: int = 2
+    in_memory_mb: int = 4096      # a dataset's images up to this size are read into memory once
 
 
 @dataclass
@@ -113,7 +114,7 @@ SEED = Range(0, 2**32 - 1)
 LIMITS: dict[str, Range] = {
     "seed": SEED,
     "data.train": Range(256, MAX_IMAGES, also=(0,)), "data.val": Range(64, MAX_IMAGES // 5, also=(0,)),
-    "data.workers": Range(1, 64),
+    "data.workers": Range(1, 64), "data.in_memory_mb": Range(0, 10**7),
     "train.epochs": Range(1, 10_000), "train.batch_size": Range(2, MAX_IMAGES),
     "train.lr": Range(0, 10, lo_open=True), "train.weight_decay": Range(0, 10),
     "train.warmup_steps": Range(0, 10**7), "train.random_subnets": Range(0, 64),

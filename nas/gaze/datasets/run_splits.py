@@ -23,6 +23,22 @@ def _cap(idx: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(idx, size=limit, replace=False))
 
 
+def _resident(images: Any, budget: int, what: str, log: Log) -> Any:
+    """Images read once, in file order, into memory when they fit `budget` bytes: training
+    draws random batches, and a reader whose files cannot be read in parts (MATLAB v5) or
+    are compressed would re-read whole files per batch. Larger sets stay on disk (a
+    memory-mapped cache from `gaze-nas data prepare` reads fast at random)."""
+    if isinstance(images, np.ndarray):  # in memory already, or memory-mapped
+        return images
+    nbytes = int(np.prod(images.shape, dtype=np.int64)) * np.dtype(images.dtype).itemsize
+    if nbytes <= budget:
+        log(f"data: reading the {what} images into memory ({nbytes / 2**20:.0f} MB)")
+        return np.asarray(images)
+    log(f"data: the {what} images ({nbytes / 2**30:.1f} GB) stay on disk and are read per "
+        "batch (data.in_memory_mb); `gaze-nas data prepare` makes random reads fast")
+    return images
+
+
 def _train_val(ds, val_subjects: list, source: str, log: Log) -> tuple[np.ndarray, np.ndarray]:
     if val_subjects:
         parts = ds.split_of({"val": val_subjects})
@@ -58,6 +74,9 @@ def dataset_splits(data: dict[str, Any], seed: int, source: str, log: Log) -> Ga
         raise UserError("empty split after the subject split", source=source,
                         field="data.val_subjects")
     tr, va = ds.subset(train), ds.subset(val)
+    budget = int(data.get("in_memory_mb", 4096)) * 2**20
+    train_x = _resident(tr.images, budget, "training", log)
+    val_x = _resident(va.images, budget, "validation", log)
     log(f"data: {ds.name}: {len(train)} training and {len(val)} validation samples "
         f"({len(np.unique(tr.subjects))} + {len(np.unique(va.subjects))} subjects; "
         f"data.train / data.val cap them, 0 = all)")
@@ -65,5 +84,5 @@ def dataset_splits(data: dict[str, Any], seed: int, source: str, log: Log) -> Ga
             data.get("train", 0), data.get("val", 0), seed]
     from nas.io import json_hash
 
-    return GazeSplits(tr.images, np.asarray(tr.labels, np.float32), va.images,
+    return GazeSplits(train_x, np.asarray(tr.labels, np.float32), val_x,
                       np.asarray(va.labels, np.float32), f"{ds.name}-{json_hash(spec)}")
