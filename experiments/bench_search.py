@@ -14,7 +14,6 @@ Subnet errors are cached per supernet, so strategies that meet the same subnet p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,10 @@ def main() -> int:
     ap.add_argument("--strategies", nargs="+", default=DEFAULT)
     ap.add_argument("--evals", nargs="+", type=int, default=[80, 160, 320])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--full", nargs="*", default=None, metavar="STRATEGY",
+                    help="only these strategies run to the largest --evals count, the others "
+                         "to the next one (default: all to the largest); the reference front "
+                         "is the union of every strategy's own last count")
     ap.add_argument("--out", default="runs/bench_search")
     args = ap.parse_args()
 
@@ -76,6 +79,9 @@ def main() -> int:
     s_cfg = {"batch": cfg.search.batch, "recal_images": cfg.search.recal_images,
              "val_images": cfg.search.val_images}
     out, top = Path(args.out), max(args.evals)
+    below = max([n for n in args.evals if n < top], default=top)
+    runs_to = {s: top if args.full is None or s in args.full else below
+               for s in args.strategies}
     print(f"bench_search: {len(args.strategies)} strategies x {args.seeds} seeds up to {top} "
           f"evaluations on {sup} with {lut}; HV reference {ref} ({HV_RULE}); budgets "
           f"{budgets} ms (25/50/75 % of the latency range)", flush=True)
@@ -84,7 +90,8 @@ def main() -> int:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             d = out / name / f"seed{seed}"
-            res = run_search_stage(space, sup, splits, table, d, strategy=name, evals=top,
+            res = run_search_stage(space, sup, splits, table, d, strategy=name,
+                                   evals=runs_to[name],
                                    budgets=budgets, seed=seed, batch=s_cfg.get("batch", 8),
                                    recal_images=s_cfg.get("recal_images", 512),
                                    val_images=s_cfg.get("val_images", 2000), threads=1,
@@ -94,11 +101,11 @@ def main() -> int:
             print(f"  {name} seed {seed}: {res['summary']['evaluated_this_run']} evaluated "
                   f"now, {time.perf_counter() - t0:.0f} s", flush=True)
 
-    union = np.vstack([_matrix(rows[:top]) for rows in logs.values()])
+    union = np.vstack([_matrix(rows[:runs_to[name]]) for (name, _), rows in logs.items()])
     ref_hv = hypervolume_2d(union, ref)
     table_rows, worst_check = [], 0.0
     for name in args.strategies:
-        for n in args.evals:
+        for n in [n for n in args.evals if n <= runs_to[name]]:
             hvs, errs, picks = [], {b: [] for b in budgets}, []
             for seed in range(args.seeds):
                 F = _matrix(logs[(name, seed)][:n])
@@ -117,8 +124,12 @@ def main() -> int:
                 "hv_share_median": float(np.median(hvs) / ref_hv) if ref_hv else None,
                 "best_error_deg": {str(b): float(np.nanmedian(v)) for b, v in errs.items()},
                 "distinct_picks_median": float(np.median(picks))})
-    print(f"\nreference hypervolume (union of all fronts at {top}): {ref_hv:.4f}; ours vs "
-          f"pymoo HV: max relative difference {worst_check:.1e}")
+    to99 = {name: _evals_to_share(logs, name, args.seeds, runs_to[name], ref, ref_hv, 0.99)
+            for name in args.strategies}
+    print(f"\nreference hypervolume (union of every strategy's front at its last count): "
+          f"{ref_hv:.4f}; ours vs pymoo HV: max relative difference {worst_check:.1e}")
+    print("evaluations to reach 99% of the reference (median over seeds; - = not within its "
+          "run): " + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in to99.items()))
     hdr = "  ".join(f"err<={b:g}" for b in budgets)
     print(f"\n{'strategy':<15}{'evals':>6}{'HV median':>11}{'[min, max]':>18}{'% ref':>7}  "
           f"{hdr}  picks")
@@ -133,9 +144,24 @@ def main() -> int:
     atomic_write_json(out / "bench_search.json", {
         "run": str(run_dir), "lut": str(lut), "reference_point": ref, "rule": HV_RULE,
         "reference_hv": ref_hv, "budgets_ms": budgets, "seeds": args.seeds,
-        "pymoo_max_rel_diff": worst_check, "rows": table_rows})
+        "pymoo_max_rel_diff": worst_check, "runs_to": runs_to, "evals_to_99": to99,
+        "rows": table_rows})
     print(f"\nwritten {out / 'bench_search.json'} and {out / 'hv_vs_evals.png'}")
     return 0
+
+
+def _evals_to_share(logs: dict, name: str, seeds: int, n_max: int, ref, ref_hv: float,
+                    share: float) -> int | None:
+    """Median over seeds of the first evaluation count (step 8) whose front reaches `share`
+    of the reference hypervolume; None if the median seed never does within `n_max`."""
+    firsts = []
+    for s in range(seeds):
+        hit = next((n for n in range(8, n_max + 1, 8)
+                    if hypervolume_2d(_matrix(logs[(name, s)][:n]), ref) >= share * ref_hv),
+                   None)
+        firsts.append(np.inf if hit is None else hit)
+    med = float(np.median(firsts))
+    return int(med) if np.isfinite(med) else None
 
 
 def _plot(path: Path, logs: dict, args, ref, ref_hv: float) -> None:
@@ -145,9 +171,9 @@ def _plot(path: Path, logs: dict, args, ref, ref_hv: float) -> None:
     fig = Figure(figsize=(6.4, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    top = max(args.evals)
-    xs = list(range(8, top + 1, 8))
     for name in args.strategies:
+        top = len(min((logs[(name, s)] for s in range(args.seeds)), key=len))
+        xs = list(range(8, top + 1, 8))
         curves = np.array([[hypervolume_2d(_matrix(logs[(name, s)][:n]), ref) / ref_hv
                             for n in xs] for s in range(args.seeds)])
         ax.plot(xs, 100 * np.median(curves, axis=0), label=name)
