@@ -66,13 +66,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_space_show(a: argparse.Namespace) -> int:
     from nas.latency.keys import all_keys
-    from nas.models import GazeNet, count_macs
+    from nas.models import build_net, count_macs, example_input
     from nas.space import SearchSpace
 
     sp = SearchSpace.load(a.file)
     print(f"space {sp.name} (version {sp.version}, task {sp.task}, hash {sp.space_hash()})")
     print(f"input: {sp.in_channels} channel(s), resolutions "
           + ", ".join(f"{h}x{w}" for h, w in sp.resolutions))
+    for i in sp.inputs if not sp.layout.single else ():  # named inputs (input.inputs)
+        what = (f"branch {i.branch}, " + ", ".join(f"{h}x{w}" for h, w in i.resolutions)
+                if i.kind == "image" else f"size {i.size}, MLP -> {sp.head_width}")
+        print(f"input {i.name}: {i.kind} ({what})")
+    if not sp.layout.single:
+        print(f"fusion: concatenated features -> {sp.head_fusion} -> linear -> {sp.outputs}")
     print(f"stem: conv{sp.stem_kernel}x{sp.stem_kernel} -> {sp.stem_width}, stride "
           f"{'/'.join(map(str, sp.stem_strides))}, {sp.stem_act}")
     for i, st in enumerate(sp.stages):
@@ -86,7 +92,7 @@ def cmd_space_show(a: argparse.Namespace) -> int:
     print(f"per-layer choices: {len(opts)} ({', '.join(sorted({o.family for o in opts}))})")
     macs = {}
     for name, arch in (("smallest", sp.smallest()), ("largest", sp.largest())):
-        macs[name] = count_macs(GazeNet(sp, arch), (1, sp.in_channels, *arch.resolution))
+        macs[name] = count_macs(build_net(sp, arch), example_input(sp, arch))
     print(f"MACs: {macs['smallest'] / 1e6:.2f} M (smallest) to {macs['largest'] / 1e6:.2f} M "
           "(largest)")
     print(f"size: {sp.size():.3e} distinct subnets; {len(all_keys(sp))} LUT keys")
@@ -216,15 +222,14 @@ def _run_splits(run_dir: Path, cfg, meta: dict):
 def cmd_search(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nas.latency import LatencyTable
-    from nas.pipeline import auto_budgets, evaluator_spec, run_search_stage
+    from nas.multidevice import load_devices
+    from nas.pipeline import evaluator_spec, run_search_stage
     from nas.rundir import RunLock
 
     run_dir = Path(a.run)
     sup, space, cfg, meta = _run_context(run_dir)
-    table = LatencyTable.load(a.lut)
-    table.check_space(space)
-    budgets = a.budget_ms or auto_budgets(space, table, a.seed)
+    devices = load_devices(a.lut, space)  # one table, or one search over several devices
+    budgets = devices.budgets(a.budget_ms, space, a.seed)
     s = cfg.search
     executor = a.executor or s.executor
     if executor == "ray":
@@ -239,14 +244,15 @@ def cmd_search(a: argparse.Namespace) -> int:
                                     storage=a.storage or (s.storage if same else None)),
                             space, a.seed, src="--option")
     tag = a.strategy.replace(":", "_").replace(".", "_")
-    out = _writable_dir(Path(a.out or run_dir / f"search-{Path(a.lut).stem}-{tag}"), "--out")
+    stem = "+".join(Path(p).stem for p in a.lut)
+    out = _writable_dir(Path(a.out or run_dir / f"search-{stem}-{tag}"), "--out")
     splits = _run_splits(run_dir, cfg, meta)
     t0 = time.perf_counter()
     with ExitStack() as locks:  # the run folder (its evaluation cache) and the output folder
         locks.enter_context(RunLock(run_dir))
         if not out.resolve().is_relative_to(run_dir.resolve()):
             locks.enter_context(RunLock(out))
-        res = run_search_stage(space, sup, splits, table, out, strategy=a.strategy,
+        res = run_search_stage(space, sup, splits, devices, out, strategy=a.strategy,
                                options=opts, warm_start=a.warm_start,
                                evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
                                recal_images=s.recal_images, val_images=s.val_images,
@@ -256,24 +262,42 @@ def cmd_search(a: argparse.Namespace) -> int:
                                ray=replace(cfg.ray, address=a.ray_address or cfg.ray.address),
                                spec=(evaluator_spec(sup, cfg, splits.fingerprint)
                                      if executor == "ray" else None))
-    unmet = [b["budget_ms"] for b in res["best_per_budget"] if not b.get("arch_id")]
+    unmet = [f"{b['device']}:{b['budget_ms']:g}" if "device" in b else b["budget_ms"]
+             for b in res["best_per_budget"] if not b.get("arch_id")]
     if a.json:  # for pipelines: one JSON object on stdout; exit 3 if a budget was not met
         sm = res["summary"]
         print(json.dumps({"out": str(out), "front_size": sm["front_size"],
                           "hypervolume": sm["hypervolume"], "n_trials": sm["n_trials"],
                           "evaluated_now": sm.get("evaluated_this_run"),
                           "seconds": round(time.perf_counter() - t0, 2),
-                          "best_per_budget": res["best_per_budget"], "unmet_budgets_ms": unmet}))
+                          "best_per_budget": res["best_per_budget"], "unmet_budgets_ms": unmet,
+                          **_devices_summary(res, out)}))
         return 3 if unmet else 0
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
           f"{time.perf_counter() - t0:.1f} s")
     for b in res["best_per_budget"]:
+        where = f"{b['device']} " if "device" in b else ""
         if b.get("arch_id"):
-            print(f"  <= {b['budget_ms']} ms: {b['arch_id']} error {b['error_deg']:.2f} deg, "
-                  f"{b['latency_ms']:.3f} ms")
+            print(f"  {where}<= {b['budget_ms']} ms: {b['arch_id']} error {b['error_deg']:.2f} "
+                  f"deg, {b['latency_ms']:.3f} ms")
         else:
-            print(f"  <= {b['budget_ms']} ms: none ({b.get('reason', '')})")
+            print(f"  {where}<= {b['budget_ms']} ms: none ({b.get('reason', '')})")
+    if "good_on_all" in res:
+        print(f"  good on all {len(res['devices'])} devices: "
+              + (", ".join(g["arch_id"] for g in res["good_on_all"]) or "none")
+              + f" ({out / 'good_on_all.json'})")
     return 0
+
+
+def _devices_summary(res: dict, out: Path) -> dict:
+    """The --json fields of a search over several devices (none for one table)."""
+    if "devices" not in res:
+        return {}
+    return {"devices": {d: {"out": str(out / "devices" / d),
+                            "front_size": r["summary"]["front_size"],
+                            "hypervolume": r["summary"]["hypervolume"]}
+                        for d, r in res["devices"].items()},
+            "good_on_all": [g["arch_id"] for g in res["good_on_all"]]}
 
 
 def _run_subnet(run_dir: Path, arch_text: str):
@@ -368,6 +392,16 @@ def _number(key: str, kind: type = int):
         return v
 
     return parse
+
+
+def _budget(text: str):
+    """--budget-ms: a number (every device), or DEVICE:B1,B2 (that device's own)."""
+    from nas.multidevice import parse_budget
+
+    try:
+        return parse_budget(text, _number("search.budgets_ms", float))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _device(text: str) -> str:
@@ -467,9 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="multi-objective search over a trained run")
     se.add_argument("--run", required=True, help="run folder holding supernet.pt")
-    se.add_argument("--lut", required=True)
-    se.add_argument("--budget-ms", type=_number("search.budgets_ms", float), nargs="*",
-                    default=[])
+    se.add_argument("--lut", required=True, action="append", help="latency table; repeat "
+                    "it to search for several devices at once (error + each one's latency)")
+    se.add_argument("--budget-ms", type=_budget, nargs="*", default=[], metavar="B|DEVICE:B,B",
+                    help="latency budgets: plain numbers for every device, DEVICE:B1,B2 for "
+                    "one (default: 3 per device, log-spaced over its latency range)")
     se.add_argument("--strategy", type=_strategy, default="evolution", help=(
         "one of " + ", ".join(_strategy_names()) + ", or module:attr for your own Strategy "
         "(nni-* need the [nni] extra)"))

@@ -30,6 +30,7 @@ class DataConfig:
 @dataclass
 class LatencyConfig:
     lut: str | None = None        # an existing table; None: profile this machine into the run
+    luts: list = field(default_factory=list)  # several tables: one search over their devices
     device: str | None = None     # device name for a new table (default: from the CPU model)
     validate_samples: int = 40
     rounds: int = 5
@@ -77,7 +78,9 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "space": str(self.space),
                 "data": asdict(self.data), "train": asdict(self.train),
-                "latency": asdict(self.latency), "search": asdict(self.search),
+                "latency": {k: v for k, v in asdict(self.latency).items()
+                            if v or k != "luts"},  # one table: as before `luts` existed
+                "search": asdict(self.search),
                 "finetune": asdict(self.finetune), "baselines": asdict(self.baselines),
                 "ray": asdict(self.ray)}
 
@@ -156,6 +159,8 @@ def _strategies() -> list[str]:
 
 
 _NAME_LISTS = {"data.val_subjects"}  # lists of ids, not numbers
+_PATH_LISTS = {"latency.luts"}       # lists of file paths
+_PER_DEVICE = {"search.budgets_ms"}  # a list, or a mapping device -> list (nas.multidevice)
 _CHOICES: dict[str, Callable[[], Any]] = {
     "data.source": _sources, "train.sampling": lambda: SAMPLINGS,
     "train.smallest": lambda: SMALLEST, "search.strategy": _strategies,
@@ -214,6 +219,8 @@ def _section(cls: type, d: Any, name: str, src: str) -> Any:
                     for x, y in v.items()):
                 _fail(f"expected a mapping of option names to plain values, got {excerpt(v)}",
                       src, key)
+        elif key in _PER_DEVICE and isinstance(v, dict):
+            v = _per_device(v, src, key)
         elif isinstance(want, list):
             if not isinstance(v, list) or len(v) > 100:
                 _fail(f"expected a list (at most 100), got {excerpt(v)}", src, key)
@@ -221,7 +228,9 @@ def _section(cls: type, d: Any, name: str, src: str) -> Any:
                 if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
                     _fail(f"expected a list of names or numbers, got {excerpt(v)}", src, key)
                 v = list(v)
-            for x in (v if key not in _NAME_LISTS else ()):
+            if key in _PATH_LISTS and not all(isinstance(x, str) and x for x in v):
+                _fail(f"expected a list of file paths, got {excerpt(v)}", src, key)
+            for x in (v if key not in _NAME_LISTS | _PATH_LISTS else ()):
                 err = field_error(key, x, float)
                 if err:
                     _fail(err, src, key)
@@ -232,6 +241,26 @@ def _section(cls: type, d: Any, name: str, src: str) -> Any:
             _choice(v, key, src)
         out[k] = v
     return cls(**out)
+
+
+def _per_device(v: dict, src: str, key: str) -> dict:
+    """A mapping device -> list of numbers (budgets per device), each number checked as the
+    list form's are."""
+    if len(v) > 100:
+        _fail(f"expected at most 100 devices, got {len(v)}", src, key)
+    out = {}
+    for dev, xs in v.items():
+        if not safe_name(dev):
+            _fail(f"expected a plain device name, got {excerpt(dev)}", src, key)
+        if not isinstance(xs, list) or not xs or len(xs) > 100:
+            _fail(f"expected a non-empty list (at most 100), got {excerpt(xs)}", src,
+                  f"{key}.{dev}")
+        for x in xs:
+            err = field_error(key, x, float)
+            if err:
+                _fail(err, src, f"{key}.{dev}")
+        out[dev] = list(xs)
+    return out
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -268,10 +297,11 @@ def config_from_dict(d: Any, src: str, path: Path | None = None) -> ExperimentCo
     space = resolve_path(d["space"], path, "space") if path else Path(d["space"])
     data, train, latency, search, finetune, baselines, ray = (
         _section(cls, d.get(k), k, src) for k, cls in _SECTIONS.items())
-    if data.source == "synthetic" and 0 in (data.train, data.val):
+    embedded = not _needs_path(data.source)  # rendered here: synthetic, synthetic_face, ...
+    if embedded and 0 in (data.train, data.val):
         _fail("expected a number of images to render (0 means 'all' only for a dataset on "
               "disk)", src, "data.train" if data.train == 0 else "data.val")
-    if data.source != "synthetic" and not data.path:
+    if not embedded and not data.path:
         _fail(f"expected the folder of the {data.source} dataset", src, "data.path")
     if data.path is not None and path:
         data.path = str(resolve_path(data.path, path, "data.path"))
@@ -289,8 +319,27 @@ def config_from_dict(d: Any, src: str, path: Path | None = None) -> ExperimentCo
               f"got {excerpt(latency.device)}", src, "latency.device")
     if latency.lut is not None and path:
         latency.lut = str(resolve_path(latency.lut, path, "latency.lut"))
+    if latency.luts and latency.lut is not None:
+        _fail("expected latency.lut (one table) or latency.luts (several), not both", src,
+              "latency.luts")
+    if path:
+        latency.luts = [str(resolve_path(p, path, f"latency.luts[{i}]"))
+                        for i, p in enumerate(latency.luts)]
+    if isinstance(search.budgets_ms, dict) and not (latency.luts or latency.lut):
+        _fail("budgets per device need the devices' tables (latency.luts or latency.lut); "
+              "give a list of budgets to profile this machine", src, "search.budgets_ms")
+    if len(latency.luts) > 1 and baselines.enabled:
+        _fail("the baselines are timed on this machine, against one table; with several "
+              "(latency.luts) leave baselines.enabled false", src, "baselines.enabled")
     return ExperimentConfig(name, seed, space, data, train, latency, search, finetune,
                             baselines, src, d, ray=ray)
+
+
+def _needs_path(source: str) -> bool:
+    """Whether a data source reads a dataset folder (the embedded renderers do not)."""
+    from nas.gaze.datasets import get_source
+
+    return get_source(source).needs_path
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
@@ -299,6 +348,10 @@ def check_inputs(cfg: ExperimentConfig) -> None:
     from nas.space import SearchSpace
 
     space = SearchSpace.load(cfg.space)
+    if cfg.baselines.enabled and not space.layout.single:
+        _fail(f"the baselines are single-input nets; space {space.name!r} takes "
+              f"{', '.join(space.input_kinds())} (set baselines.enabled: false)", cfg.source,
+              "baselines.enabled")
     if cfg.data.source != "synthetic":  # channels are checked when the data are opened
         from nas.gaze.datasets import get_source
 
@@ -314,6 +367,12 @@ def check_inputs(cfg: ExperimentConfig) -> None:
         from nas.latency.table import LatencyTable
 
         LatencyTable.load(cfg.latency.lut).check_space(space)
+    if cfg.latency.luts or isinstance(cfg.search.budgets_ms, dict):  # tables and budgets agree
+        from nas.multidevice import load_devices
+
+        devices = load_devices(cfg.latency.luts or [cfg.latency.lut], space,
+                               field="latency.luts", source=cfg.source)
+        devices.budgets(cfg.search.budgets_ms, space, cfg.seed, "search.budgets_ms", cfg.source)
     strategy_options(cfg.search, space, cfg.seed, src=cfg.source)
 
 

@@ -15,31 +15,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.gaze.data import GazeSplits, to_input
+from nas.gaze.data import GazeSplits, first_rows, to_input
 from nas.io import append_jsonl, iter_jsonl
-from nas.models import GazeNet, count_macs, count_params, resize_to
+from nas.models import (GazeNet, NetInput, count_macs, count_params, example_input, fit_input,
+                        input_len, take_rows)
 from nas.space import Arch, SearchSpace
 
 
 @torch.no_grad()
-def recalibrate_bn(net: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
+def recalibrate_bn(net: nn.Module, x: NetInput, batch: int = 256) -> None:
     """Reset BN running stats and re-estimate them (cumulative average) on `x`."""
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
     net.train()
-    for i in range(0, len(x), batch):
-        net(x[i:i + batch])
+    for i in range(0, input_len(x), batch):
+        net(take_rows(x, slice(i, i + batch)))
     for m in bns:
         m.momentum = 0.1
     net.eval()
 
 
 @torch.no_grad()
-def predict(net: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def predict(net: nn.Module, x: NetInput, batch: int = 512) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return torch.cat([net(take_rows(x, slice(i, i + batch)))
+                      for i in range(0, input_len(x), batch)])
 
 
 def gaze_error(pred: torch.Tensor | np.ndarray, true: torch.Tensor | np.ndarray,
@@ -60,7 +62,7 @@ HEAD_RIDGE = 1e-2  # ridge strength of the head refit, per image, on standardise
 
 
 @torch.no_grad()
-def refit_head(net: GazeNet, x: torch.Tensor, y: torch.Tensor, ridge: float = HEAD_RIDGE,
+def refit_head(net: GazeNet, x: NetInput, y: torch.Tensor, ridge: float = HEAD_RIDGE,
                batch: int = 512) -> None:
     """Replace the subnet's last linear layer by the ridge-regression fit of its pooled
     features to the labels of `x` (closed form, milliseconds).
@@ -75,8 +77,8 @@ def refit_head(net: GazeNet, x: torch.Tensor, y: torch.Tensor, ridge: float = HE
     hook = net.head.fc.register_forward_hook(lambda m, i, o: feats.append(i[0]))
     net.eval()
     try:
-        for i in range(0, len(x), batch):
-            net(x[i:i + batch])
+        for i in range(0, input_len(x), batch):
+            net(take_rows(x, slice(i, i + batch)))
     finally:
         hook.remove()
     F = torch.cat(feats).double()
@@ -84,7 +86,9 @@ def refit_head(net: GazeNet, x: torch.Tensor, y: torch.Tensor, ridge: float = HE
     Z = torch.cat([(F - mu) / sd, torch.ones(len(F), 1, dtype=F.dtype)], 1)
     A = Z.T @ Z + ridge * len(F) * torch.eye(Z.shape[1], dtype=F.dtype)
     A[-1, -1] -= ridge * len(F)  # the bias is not shrunk
-    W = torch.linalg.solve(A, Z.T @ y.double())
+    target = getattr(net.head, "fc_target", None)  # a head that scales fc's output
+    y = target(y.double()) if target is not None else y.double()
+    W = torch.linalg.solve(A, Z.T @ y)
     fc = net.head.fc
     fc.weight.copy_((W[:-1] / sd[:, None]).T.to(fc.weight.dtype))
     fc.bias.copy_((W[-1] - (mu / sd) @ W[:-1]).to(fc.bias.dtype))
@@ -98,14 +102,16 @@ class SubnetEvaluator:
                  cache_path: str | Path | None = None, cache_tag: str = "",
                  threads: int | None = None, head_refit_images: int = 0):
         self.supernet, self.space = supernet, space
+        splits = splits.for_space(space)  # named inputs where the space takes a head pose
         self.head_refit_images = int(head_refit_images)
-        self.fit_x = to_input(splits.train_x[:self.head_refit_images])
+        kinds = space.input_kinds()
+        self.fit_x = to_input(first_rows(splits.train_x, self.head_refit_images), kinds)
         self.fit_y = torch.from_numpy(splits.train_y[:self.head_refit_images])
-        self._fit_by_res: dict[tuple[int, int], torch.Tensor] = {}
-        self.recal_x = to_input(splits.train_x[:recal_images])
-        n = val_images or len(splits.val_x)
-        self.val_x, self.val_y = to_input(splits.val_x[:n]), splits.val_y[:n]
-        self._by_res: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._fit_by_res: dict[tuple[int, int], NetInput] = {}
+        self.recal_x = to_input(first_rows(splits.train_x, recal_images), kinds)
+        n = val_images or len(splits.val_y)
+        self.val_x, self.val_y = to_input(first_rows(splits.val_x, n), kinds), splits.val_y[:n]
+        self._by_res: dict[tuple[int, int], tuple[NetInput, NetInput]] = {}
         self.cache_tag = cache_tag
         self.supernet_hash: str | None = None  # set by nas.pipeline.build_evaluator
         self.cache_path = Path(cache_path) if cache_path else None
@@ -117,9 +123,10 @@ class SubnetEvaluator:
                 if row.get("tag") == cache_tag:
                     self.cache[row["arch_id"]] = row
 
-    def _inputs(self, res: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, res: tuple[int, int]) -> tuple[NetInput, NetInput]:
         if res not in self._by_res:
-            self._by_res[res] = (resize_to(self.recal_x, res), resize_to(self.val_x, res))
+            self._by_res[res] = (fit_input(self.space, self.recal_x, res),
+                                 fit_input(self.space, self.val_x, res))
         return self._by_res[res]
 
     def subnet(self, arch: Arch) -> GazeNet:
@@ -130,7 +137,7 @@ class SubnetEvaluator:
         if self.head_refit_images:
             res = tuple(arch.resolution)
             if res not in self._fit_by_res:
-                self._fit_by_res[res] = resize_to(self.fit_x, res)
+                self._fit_by_res[res] = fit_input(self.space, self.fit_x, res)
             refit_head(net, self._fit_by_res[res], self.fit_y)
         return net
 
@@ -167,7 +174,7 @@ class SubnetEvaluator:
         err = gaze_error(predict(net, val), self.val_y, self.space.task)
         row = {"arch_id": key, "arch": arch.to_string(), "error_deg": round(err, 5),
                "params": count_params(net),
-               "macs": count_macs(net, (1, self.space.in_channels, *arch.resolution)),
+               "macs": count_macs(net, example_input(self.space, arch)),
                "eval_s": round(time.perf_counter() - t0, 3), "tag": self.cache_tag}
         self.record(row)
         return dict(row)

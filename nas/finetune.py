@@ -65,7 +65,8 @@ def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig
     log(f"finetune: {arch.arch_id} ({cfg.epochs} epochs from inherited weights, "
         f"inherited error {inherited:.2f})")
     train_standalone(net, splits, cfg.schedule(), seed, resolution=arch.resolution,
-                     teacher=teacher, kd_weight=cfg.kd_weight, log=log, on_epoch=on_epoch)
+                     teacher=teacher, kd_weight=cfg.kd_weight, log=log, on_epoch=on_epoch,
+                     space=space)
     err = round(ev.error_of(net, arch), 5)
     atomic_torch_save(path, {"format": FINETUNE_FORMAT, "fingerprint": fingerprint,
                              "arch": arch.to_string(), "state_dict": net.state_dict(),

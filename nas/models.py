@@ -2,9 +2,16 @@
 
 Every block's module tree uses the same child names as its elastic twin in `nas.supernet`,
 so extraction is one generic copy: slice leading dims and centre-crop kernels.
+
+A network input is a tensor (single-input layouts: an eye patch, a face crop) or a dict
+of named tensors (multi-input layouts, `nas.gaze.tasks.Layout`); `fit_input`, `take_rows`
+and `input_len` treat both alike, and `build_net` builds the space's layout's net.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +37,52 @@ def resize_to(x: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
         return x
     return F.interpolate(x, size=tuple(resolution), mode="bilinear", align_corners=False,
                          antialias=True)
+
+
+NetInput = Union[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def fit_input(space: SearchSpace, x: NetInput, resolution: tuple[int, int]) -> NetInput:
+    """`x` at the searched resolution `resolution`: a tensor resized to it, or each image
+    input of a dict resized to its own size at that gene (grids and vectors as they are)."""
+    if isinstance(x, torch.Tensor):
+        return resize_to(x, resolution)
+    sizes = space.input_sizes(resolution)
+    return {k: resize_to(v, sizes[k]) if k in sizes else v for k, v in x.items()}
+
+
+def take_rows(x: NetInput, rows) -> NetInput:
+    """Rows (a slice or index tensor) of every input."""
+    if isinstance(x, torch.Tensor):
+        return x[rows]
+    return {k: v[rows] for k, v in x.items()}
+
+
+def input_len(x: NetInput) -> int:
+    return len(x) if isinstance(x, torch.Tensor) else len(next(iter(x.values())))
+
+
+def example_input(space: SearchSpace, arch: Arch, batch: int = 1) -> NetInput:
+    """Zeros shaped like the input of `arch`'s net (what export and MAC counting trace)."""
+    if space.layout.single:
+        return torch.zeros(batch, space.in_channels, *arch.resolution)
+    sizes = space.input_sizes(arch.resolution)
+    out = {}
+    for i in space.inputs:
+        shape = {"image": (space.in_channels, *sizes.get(i.name, (0, 0))),
+                 "grid": (i.size, i.size), "vector": (i.size,)}[i.kind]
+        out[i.name] = torch.zeros(batch, *shape)
+    return out
+
+
+def import_target(target: str):
+    mod, attr = target.split(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def build_net(space: SearchSpace, arch: Arch) -> nn.Module:
+    """The static net of `arch` in the space's input layout (GazeNet for one input)."""
+    return import_target(space.layout.model)(space, arch)
 
 
 class ConvBNAct(nn.Module):
@@ -195,17 +248,28 @@ class GazeHead(nn.Module):
         return self.fc(x)
 
 
+def make_stem(space: SearchSpace, arch: Arch) -> ConvBNAct:
+    return ConvBNAct(space.in_channels, space.stem_width, space.stem_kernel, arch.stem_stride,
+                     act=space.stem_act)
+
+
+def make_layers(space: SearchSpace, arch: Arch) -> nn.ModuleList:
+    """The arch's searched layers, in forward order."""
+    return nn.ModuleList(make_block(op, sh.cin, sh.cout, sh.stride)
+                         for op, sh in space.layer_shapes(arch))
+
+
 class GazeNet(nn.Module):
     """A searched subnet: stem, the arch's layers, gaze head (pitch, yaw or PoG)."""
+
+    input_names = ("input",)
 
     def __init__(self, space: SearchSpace, arch: Arch):
         super().__init__()
         self.arch_string = arch.to_string()
         self.resolution = tuple(arch.resolution)
-        self.stem = ConvBNAct(space.in_channels, space.stem_width, space.stem_kernel,
-                              arch.stem_stride, act=space.stem_act)
-        self.layers = nn.ModuleList(make_block(op, sh.cin, sh.cout, sh.stride)
-                                    for op, sh in space.layer_shapes(arch))
+        self.stem = make_stem(space, arch)
+        self.layers = make_layers(space, arch)
         self.head = GazeHead(arch.widths[-1], space.head_width, space.outputs, space.head_act,
                              space.head_dropout)
 
@@ -214,6 +278,116 @@ class GazeNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x)
+
+
+class FeatureHead(nn.Module):
+    """A branch's end: 1x1 conv to the feature width, global pool (a LUT part, `feat`)."""
+
+    def __init__(self, cin: int, width: int, act: str):
+        super().__init__()
+        self.conv = ConvBNAct(cin, width, 1, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean((2, 3))
+
+
+class Backbone(nn.Module):
+    """The searched arch as one branch of a multi-input net: stem, layers, pooled features."""
+
+    def __init__(self, space: SearchSpace, arch: Arch):
+        super().__init__()
+        self.stem = make_stem(space, arch)
+        self.layers = make_layers(space, arch)
+        self.feat = FeatureHead(arch.widths[-1], space.head_width, space.head_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.feat(x)
+
+
+class InputEncoder(nn.Module):
+    """Two linear layers for a non-image input (the face grid, a head pose): iTracker's
+    face-grid MLP. Same module in the supernet (nothing in it is searched)."""
+
+    def __init__(self, n_in: int, width: int, act: str):
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, width)
+        self.fc2 = nn.Linear(width, width)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return activation(self.act, self.fc2(activation(self.act, self.fc1(x.flatten(1)))))
+
+
+class FusionHead(nn.Module):
+    """Concatenated branch features -> fusion layer -> linear regressor (`fc`, the layer
+    the evaluator refits per subnet, as GazeHead's) -> output scale and shift.
+
+    The scale and shift (buffers, exported with the net) are the training labels' std and
+    mean (`set_output_stats`): a point of gaze lies ~10 cm from the camera, which a head
+    starting at 0 would take thousands of optimizer steps to reach; in these units the
+    regressor learns, as for gaze angles, outputs of order one."""
+
+    def __init__(self, n_in: int, width: int, outputs: int, act: str, dropout: float):
+        super().__init__()
+        self.fuse = nn.Linear(n_in, width)
+        self.act, self.dropout = act, dropout
+        self.fc = nn.Linear(width, outputs)
+        self.register_buffer("out_scale", torch.ones(outputs))
+        self.register_buffer("out_shift", torch.zeros(outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = activation(self.act, self.fuse(x))
+        return self.fc(F.dropout(x, self.dropout, self.training)) * self.out_scale + self.out_shift
+
+    @torch.no_grad()
+    def set_output_stats(self, labels) -> None:
+        """Scale and shift from training labels (N, outputs)."""
+        y = torch.as_tensor(labels, dtype=torch.float64)
+        self.out_shift.copy_(y.mean(0))
+        self.out_scale.copy_(y.std(0).clamp_min(1e-3) if len(y) > 1 else torch.ones(y.shape[1]))
+
+    def fc_target(self, y: torch.Tensor) -> torch.Tensor:
+        """What `fc` must output for the net to output `y` (the head refit's target)."""
+        return (y - self.out_shift.to(y.dtype)) / self.out_scale.to(y.dtype)
+
+
+def branch_names(space: SearchSpace) -> list[str]:
+    """The backbone branches of a multi-input space, in input order (eye shared by both eyes)."""
+    return list(dict.fromkeys(i.branch for i in space.inputs if i.kind == "image"))
+
+
+def fusion_width_in(space: SearchSpace) -> int:
+    """Features entering the fusion layer: one head width per input."""
+    return len(space.inputs) * space.head_width
+
+
+class FusionNet(nn.Module):
+    """A searched subnet of a multi-input layout (iTracker-style for pog2d): each image
+    input runs its branch's Backbone (inputs of one branch share its weights; every branch
+    is the same searched arch), each grid / vector input an InputEncoder; their features,
+    concatenated in input order, go through the FusionHead. Takes a dict of named inputs."""
+
+    def __init__(self, space: SearchSpace, arch: Arch):
+        super().__init__()
+        self.arch_string = arch.to_string()
+        self.resolution = tuple(arch.resolution)
+        self.input_names = tuple(i.name for i in space.inputs)
+        self._routes = [(i.name, i.kind == "image", i.branch or i.name) for i in space.inputs]
+        self.branches = nn.ModuleDict({b: Backbone(space, arch) for b in branch_names(space)})
+        self.encoders = nn.ModuleDict({
+            i.name: InputEncoder(i.size * i.size if i.kind == "grid" else i.size,
+                                 space.head_width, space.head_act)
+            for i in space.inputs if i.kind != "image"})
+        self.head = FusionHead(fusion_width_in(space), space.head_fusion, space.outputs,
+                               space.head_act, space.head_dropout)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [(self.branches if image else self.encoders)[key](x[name])
+                 for name, image, key in self._routes]
+        return self.head(torch.cat(parts, 1))
 
 
 class ResNetGaze(nn.Module):
@@ -239,13 +413,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass, via torch's own FLOP counter."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] | NetInput) -> int:
+    """Multiply-accumulates of one forward pass, via torch's own FLOP counter; the input is
+    a shape (zeros) or an example input (`example_input`, for multi-input nets)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    x = torch.zeros(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
     was = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(input_shape))
+        model(x)
     model.train(was)
     return int(fc.get_total_flops() // 2)

@@ -18,6 +18,7 @@ from nas import __version__
 from nas.config import ExperimentConfig, strategy_options
 from nas.distributed import EXECUTORS  # names only: no ray import
 from nas.errors import UserError, excerpt
+from nas.gaze.tasks import get_task
 from nas.io import atomic_write_json, file_hash, git_sha, json_hash, package_versions
 from nas.space import Arch, SearchSpace
 
@@ -43,10 +44,10 @@ class StageClock:
 
 
 def load_splits(cfg: ExperimentConfig, log: Log):
-    """The config's data, checked against its space (input channels)."""
+    """The config's data, checked against its space (input channels, named inputs) and as
+    its network takes them (a head pose beside the face where the space asks for it)."""
     splits = splits_from(asdict(cfg.data), cfg.seed, cfg.source, log)
-    splits.check_fits(SearchSpace.load(cfg.space), str(cfg.space))
-    return splits
+    return splits.for_space(SearchSpace.load(cfg.space), str(cfg.space))
 
 
 def splits_from(data: dict, seed: int, source: str, log: Log):
@@ -245,7 +246,7 @@ def evaluator_from_spec(spec: EvaluatorSpec, log: Log = lambda _m: None):
     ev = build_evaluator(spec.supernet, splits, recal_images=spec.recal_images,
                          val_images=spec.val_images, threads=spec.threads, cache=False,
                          head_refit_images=spec.head_refit_images)
-    return ev, splits
+    return ev, splits.for_space(ev.space, spec.source)
 
 
 def warm_start_seeds(ev, space: SearchSpace, table, out_dir: Path, cap: int) -> list[Arch]:
@@ -304,9 +305,13 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
     `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
     `nas.distributed.RayConfig`; default a private local Ray) built from `spec` (the run's
     `EvaluatorSpec`); the cache file is written here only and results are told in ask
-    order, so the trials, the front and a resume are those of a sequential search."""
+    order, so the trials, the front and a resume are those of a sequential search.
+    `table` may be several tables (a list or `nas.multidevice.Devices`): one search over
+    error and each device's latency, `budgets` then {device: budgets}."""
+    from nas.multidevice import as_devices
     from nas.search import make_strategy, run_search
 
+    devices = as_devices(table)
     if executor not in EXECUTORS:
         raise UserError(f"expected one of {', '.join(EXECUTORS)}, got {executor!r}",
                         field="search.executor")
@@ -315,24 +320,23 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                          head_refit_images=head_refit_images)
 
     def finish(arch: Arch, row: dict) -> dict:
-        return search_row(space, table, arch, row)
+        return devices.search_row(space, arch, row)
 
     def evaluate(arch: Arch) -> dict:
         return finish(arch, ev.evaluate(arch))
 
     meta = {"space": space.name, "space_hash": space.space_hash(),
-            "supernet": ev.supernet_hash, "lut": table_hash(table),
-            "device": table.meta.get("device"), "strategy": strategy,
+            "supernet": ev.supernet_hash, **devices.meta(), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
     strat = make_strategy(strategy, space, seed, **(options or {}))
     if warm_start:
         from nas.search.strategy import Seeded
 
-        seeds = warm_start_seeds(ev, space, table, Path(out_dir), cap=max(1, evals // 2))
+        seeds = devices.warm_start(ev, space, Path(out_dir), cap=max(1, evals // 2))
         meta["warm_start"] = json_hash([a.arch_id for a in seeds])
         strat = Seeded(strat, seeds)
         log(f"search: warm start from {len(seeds)} subnets already evaluated on this "
-            f"supernet, re-ranked on {table.meta.get('device')} (their errors are reused)")
+            f"supernet, re-ranked on {devices.device} (their errors are reused)")
     runner = None
     if executor == "ray":
         from nas.distributed.executor import RayExecutor
@@ -346,10 +350,11 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
         runner = RayExecutor(spec, finish, workers=workers, ray=ray, lookup=ev.cached,
                              record=ev.record, log=log)
     try:
-        result = run_search(space, strat, evaluate, evals=evals, budgets=budgets,
+        result = run_search(space, strat, evaluate, evals=evals,
+                            budgets=devices.by_objective(budgets), objectives=devices.objectives,
                             out_dir=out_dir, batch=batch, log=log, meta=meta,
                             restart_if_changed=restart_if_changed,
-                            hv_ref=hv_reference(space, table, splits), hv_rule=HV_RULE,
+                            hv_ref=devices.hv_reference(space, splits), hv_rule=devices.hv_rule,
                             executor=runner)
     finally:
         if runner is not None:
@@ -399,16 +404,23 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     ledger.enter("train", want)
     with clock.stage("train") as info:
         sup_path = ensure_supernet(cfg, space, splits, out, log, info)
-    with clock.stage("latency") as info:
-        table = ensure_lut(cfg, space, out, log, info)
-    with clock.stage("validate") as info:
-        table, fidelity = ensure_validated(cfg, space, table, out, log, info)
-    budgets = list(cfg.search.budgets_ms) or auto_budgets(space, table, cfg.seed)
+    from nas.multidevice import as_devices, ensure_devices
+
+    if cfg.latency.luts:  # several devices: one search over all their tables
+        table, fidelity = ensure_devices(cfg, space, out, log, clock)
+    else:
+        with clock.stage("latency") as info:
+            table = ensure_lut(cfg, space, out, log, info)
+        with clock.stage("validate") as info:
+            table, fidelity = ensure_validated(cfg, space, table, out, log, info)
+    devices = as_devices(table)
+    budgets = devices.budgets(cfg.search.budgets_ms, space, cfg.seed, "search.budgets_ms",
+                              cfg.source)
     from nas.train import supernet_id
 
     sup_id = supernet_id(sup_path)
     s = cfg.search
-    ledger.enter("search", json_hash([sup_id, table_hash(table), budgets, s.strategy, s.evals,
+    ledger.enter("search", json_hash([sup_id, devices.hash, budgets, s.strategy, s.evals,
                                       s.batch, s.recal_images, s.val_images, cfg.seed,
                                       splits.fingerprint]
                                      + ([s.head_refit_images] if s.head_refit_images else [])
@@ -429,7 +441,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
             info["status"] = "reused"
     picks = sorted(_budget_picks(res))
     ledger.enter("export", json_hash([picks, asdict(cfg.finetune), res["evaluator"].cache_tag,
-                                      table_hash(table)]))
+                                      devices.hash]))
     with clock.stage("finetune") as info:
         tuned = finetune_best(cfg, space, res, splits, out / "finetune", log, info)
     with clock.stage("export") as info:
@@ -437,7 +449,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     ledger.enter("baselines", json_hash([asdict(cfg.baselines), [p["arch_id"] for p in
                                                                  res["front"]]]))
     with clock.stage("baselines") as info:
-        baselines = ensure_baselines(cfg, space, splits, out, table, res, log, info)
+        baselines = ensure_baselines(cfg, space, splits, out, devices.tables[0], res, log, info)
     from nas.evaluation import mean_gaze_error
     from nas.report import write_report
     from nas.train import load_checkpoint
@@ -449,14 +461,14 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
         "versions": package_versions(),
         "hashes": {"space": space.space_hash(), "space_file": file_hash(cfg.space),
                    "supernet": sup_id, "supernet_file": file_hash(sup_path),
-                   "lut": table_hash(table), "data": splits.fingerprint},
-        "lut_path": str(table.path), "device": table.meta.get("device"),
+                   "lut": devices.hash, "data": splits.fingerprint},
+        "lut_path": devices.path, "device": devices.device,
         "budgets_ms": budgets, "stage_seconds": clock.times, "stage_status": clock.status,
         "total_seconds": round(time.perf_counter() - t_all, 1),
         "mean_gaze_error_deg": mean_gaze_error(splits, space.task),
+        "error_unit": get_task(space.task).unit,  # of every *error_deg* field (pog2d: cm)
         "supernet_train_img_s": sup_meta.get("throughput_img_s"),
-        "lut_fidelity": {k: fidelity.get(k) for k in ("mape", "within_5", "within_10",
-                                                     "kendall_tau", "n")},
+        "lut_fidelity": devices.fidelity(fidelity),
         "exported": exported,
         "baselines": baselines,
     }
@@ -468,10 +480,14 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
 
 
 def _budget_picks(res: dict) -> dict[str, dict]:
-    """The distinct subnets the budgets picked (arch_id -> best_per_budget row + budgets)."""
+    """The distinct subnets the budgets picked (arch_id -> best_per_budget row + budgets;
+    with several devices, {device: budgets})."""
     picks: dict[str, dict] = {}
     for b in res["best_per_budget"]:
-        if b.get("arch_id"):
+        if b.get("arch_id") and "device" in b:
+            picks.setdefault(b["arch_id"], {**b, "budgets_ms": {}})["budgets_ms"].setdefault(
+                b["device"], []).append(b["budget_ms"])
+        elif b.get("arch_id"):
             picks.setdefault(b["arch_id"], {**b, "budgets_ms": []})["budgets_ms"].append(
                 b["budget_ms"])
     return picks
@@ -500,9 +516,12 @@ def finetune_best(cfg: ExperimentConfig, space: SearchSpace, res: dict, splits, 
 def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
                 tuned: dict[str, tuple] | None = None) -> list[dict]:
     """Export the best subnet under each budget, once per distinct subnet: its fine-tuned
-    weights where fine-tuning beat the inherited ones, else the inherited weights."""
+    weights where fine-tuning beat the inherited ones, else the inherited weights. `table`
+    may be several tables: the card then holds every device's predicted latency."""
     from nas.export import export_subnet
+    from nas.multidevice import as_devices
 
+    devices = as_devices(table)
     ev = res["evaluator"]
     tuned = tuned or {}
     cards = []
@@ -519,9 +538,9 @@ def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
                              if use_tuned else
                              "inherited supernet weights, BN recalibrated"
                              + (" (fine-tuning did not lower the error)" if rec else "")),
-            "latency_ms_predicted": b["latency_ms"], "device": table.meta.get("device"),
+            **devices.card_fields(b),
             "budgets_ms": b["budgets_ms"], "supernet_hash": res.get("meta", {}).get("supernet"),
-            "lut_hash": table_hash(table)}
+            "lut_hash": devices.hash}
         card_path = d / "card.json"
         if card_path.exists():
             card = json.loads(card_path.read_text())
@@ -530,7 +549,8 @@ def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
                 continue
         model = net if use_tuned else ev.subnet(space.parse(b["arch"]))
         card = export_subnet(model, space, d, extra=extra)
-        log(f"export: {arch_id} ({extra['weights']}, {extra['error_deg']:.2f} deg) -> {d} "
+        log(f"export: {arch_id} ({extra['weights']}, {extra['error_deg']:.2f} "
+            f"{get_task(space.task).unit}) -> {d} "
             f"(onnx diff {card['onnx']['max_abs_diff_vs_torch']:.1e})")
         cards.append(card)
     return cards

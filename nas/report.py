@@ -7,11 +7,22 @@ from pathlib import Path
 from nas.io import atomic_write_text
 
 
+def _in_unit(text: str, manifest: dict) -> str:
+    """Errors are written in degrees above; a task scored in another unit (pog2d: cm,
+    manifest `error_unit`) gets its own. Latencies are in ms, so "deg" is only ever an error."""
+    unit = manifest.get("error_unit", "deg")
+    if unit == "deg":
+        return text
+    return text.replace("(deg)", f"({unit})").replace(" deg", f" {unit}")
+
+
 def _fmt(x, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
 def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -> Path:
+    if search.get("devices"):  # several tables: per-device fronts and picks, the joint set
+        return _write_devices_report(out, manifest, search, history)
     front = search["front"]
     lines = [f"# gaze-nas run `{manifest['name']}`", ""]
     lat = [p["latency_ms"] for p in front]
@@ -31,12 +42,25 @@ def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -
     lines += [
         f"- supernet training throughput: {_fmt(manifest.get('supernet_train_img_s'), '.0f')} "
         "img/s (sandwich step images)",
-        "", "## Best subnet per latency budget", "",
-        "| budget (ms) | arch_id | error (deg) | inherited (deg) | fine-tuned (deg) | "
-        "latency (ms, LUT) | params | MMAC | arch |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "", "## Best subnet per latency budget", ""]
+    lines += budget_table(search["best_per_budget"], manifest)
+    lines += [""] + shared_budget_notes(search["best_per_budget"])
+    lines += ["", "## Latency table fidelity (leave-one-out, whole subnets measured end to end)", "",
+              fidelity_line(manifest.get("lut_fidelity") or {}),
+              "", "## Pareto front", "", "![pareto](search/pareto.png)", ""]
+    lines += front_table(front)
+    lines += baseline_lines(manifest.get("baselines") or [])
+    lines += _tail(manifest, history)
+    return atomic_write_text(out / "report.md", _in_unit("\n".join(lines), manifest))
+
+
+def budget_table(best: list[dict], manifest: dict) -> list[str]:
+    """Each budget's pick: inherited and fine-tuned error, LUT latency, size, arch."""
+    lines = ["| budget (ms) | arch_id | error (deg) | inherited (deg) | fine-tuned (deg) | "
+             "latency (ms, LUT) | params | MMAC | arch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     cards = {c["arch_id"]: c for c in manifest.get("exported") or []}
-    for b in search["best_per_budget"]:
+    for b in best:
         if not b.get("arch_id"):
             lines.append(f"| {b['budget_ms']} | none | - | - | - | - | - | - | "
                          f"{b.get('reason', '')} |")
@@ -46,18 +70,31 @@ def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -
                      f"{_fmt(c.get('error_deg', b['error_deg']), '.2f')} | {b['error_deg']:.2f} | "
                      f"{_fmt(c.get('error_finetuned_deg'), '.2f')} | {b['latency_ms']:.3f} | "
                      f"{b['params']:,} | {b['macs'] / 1e6:.2f} | `{b['arch']}` |")
-    lines += [""] + shared_budget_notes(search["best_per_budget"])
-    fid = manifest.get("lut_fidelity") or {}
-    lines += ["", "## Latency table fidelity (leave-one-out, whole subnets measured end to end)", "",
-              f"- n = {fid.get('n')}, MAPE {_fmt(fid.get('mape'), '.2f')}%, within 5%: "
-              f"{_fmt(fid.get('within_5'), '.0%')}, within 10%: {_fmt(fid.get('within_10'), '.0%')}, "
-              f"Kendall tau {_fmt(fid.get('kendall_tau'), '.3f')}",
-              "", "## Pareto front", "", "![pareto](search/pareto.png)", "",
-              "| arch_id | error (deg) | latency (ms) | params | MMAC |", "|---|---|---|---|---|"]
+    return lines
+
+
+def fidelity_line(fid: dict) -> str:
+    return (f"- n = {fid.get('n')}, MAPE {_fmt(fid.get('mape'), '.2f')}%, within 5%: "
+            f"{_fmt(fid.get('within_5'), '.0%')}, within 10%: {_fmt(fid.get('within_10'), '.0%')}, "
+            f"Kendall tau {_fmt(fid.get('kendall_tau'), '.3f')}")
+
+
+def front_table(front: list[dict], lat_keys: tuple[str, ...] = ("latency_ms",)) -> list[str]:
+    """A front as a table: error, the latency (one column per device), size."""
+    heads = ["latency (ms)"] if lat_keys == ("latency_ms",) else [
+        f"{k.partition('@')[2] or k} (ms)" for k in lat_keys]
+    lines = ["| arch_id | error (deg) | " + " | ".join(heads) + " | params | MMAC |",
+             "|---|---|" + "---|" * len(heads) + "---|---|"]
     for p in front:
-        lines.append(f"| `{p['arch_id']}` | {p['error_deg']:.2f} | {p['latency_ms']:.3f} | "
+        lat = " | ".join(f"{p[k]:.3f}" for k in lat_keys)
+        lines.append(f"| `{p['arch_id']}` | {p['error_deg']:.2f} | {lat} | "
                      f"{p['params']:,} | {p['macs'] / 1e6:.2f} |")
-    lines += baseline_lines(manifest.get("baselines") or [])
+    return lines
+
+
+def _tail(manifest: dict, history: list[dict]) -> list[str]:
+    """Supernet training and stage times: the same whatever was searched."""
+    lines: list[str] = []
     if history:
         lines += ["", "## Supernet training", "", "| epoch | loss | largest (deg) | smallest (deg) |",
                   "|---|---|---|---|"]
@@ -68,7 +105,57 @@ def write_report(out: Path, manifest: dict, search: dict, history: list[dict]) -
     for k, v in manifest["stage_seconds"].items():
         lines.append(f"| {k} | {v:.1f} | {manifest['stage_status'][k]} |")
     lines += [f"| total | {manifest['total_seconds']:.1f} | |", ""]
-    return atomic_write_text(out / "report.md", "\n".join(lines))
+    return lines
+
+
+def _write_devices_report(out: Path, manifest: dict, search: dict,
+                          history: list[dict]) -> Path:
+    """A search over several devices: the joint Pareto set, the subnets good on all of
+    them, then each device's own front and budget picks (nas.search.devices)."""
+    devices = search["devices"]
+    lat_keys = tuple(search["summary"]["objectives"][1:])
+    front, good = search["front"], search.get("good_on_all") or []
+    paths = manifest.get("lut_path") or []
+    lines = [f"# gaze-nas run `{manifest['name']}`", "",
+             f"- devices: {', '.join(f'`{d}`' for d in devices)} (LUTs "
+             + ", ".join(f"`{p}`" for p in paths) + "); one search, each subnet evaluated "
+             "once (errors do not depend on the device)",
+             f"- joint Pareto set over error and every device's latency: {len(front)} subnets; "
+             f"{len(good)} good on all devices (on each, at most "
+             f"{search['summary']['good_on_all']['slack']:.0%} slower than the fastest "
+             "evaluated subnet as accurate: `search/good_on_all.json`)"]
+    if front:
+        err = [p["error_deg"] for p in front]
+        lines.append(f"- best validation error {min(err):.2f} deg vs "
+                     f"{manifest['mean_gaze_error_deg']:.2f} deg for always predicting the "
+                     "mean gaze")
+    lines += ["", "## Good on all devices", ""]
+    if good:
+        lines += front_table(good, lat_keys)
+    else:
+        lines.append("- none: every subnet of the joint set is more than the slack slower than "
+                     "some device's own front (see each device below)")
+    fid = manifest.get("lut_fidelity") or {}
+    for d, res in devices.items():
+        dfront = res["front"]
+        lat = [p["latency_ms"] for p in dfront]
+        lines += ["", f"## Device `{d}`", ""]
+        if dfront:
+            lines.append(f"- its own Pareto front: {len(dfront)} subnets, latency "
+                         f"{min(lat):.3f}-{max(lat):.3f} ms, error "
+                         f"{min(p['error_deg'] for p in dfront):.2f}-"
+                         f"{max(p['error_deg'] for p in dfront):.2f} deg "
+                         f"(`search/devices/{d}/`)")
+        lines.append(f"- latency table fidelity: {fidelity_line(fid.get(d) or {})[2:]}")
+        lines += ["", "### Best subnet per latency budget", ""]
+        lines += budget_table(res["best_per_budget"], manifest)
+        lines += [""] + shared_budget_notes(res["best_per_budget"])
+        lines += ["", "### Pareto front", "", f"![pareto {d}](search/devices/{d}/pareto.png)", ""]
+        lines += front_table(dfront)
+    lines += ["", "## Joint Pareto set", "", "![pareto](search/pareto.png)", ""]
+    lines += front_table(front, lat_keys)
+    lines += _tail(manifest, history)
+    return atomic_write_text(out / "report.md", _in_unit("\n".join(lines), manifest))
 
 
 def shared_budget_notes(best: list[dict]) -> list[str]:

@@ -20,10 +20,11 @@ import numpy as np
 
 from nas.blocks import ACTS, FAMILIES, check_family_name, family_of_token, get_family
 from nas.errors import UserError, check_keys, excerpt, read_user_yaml
-from nas.gaze.tasks import TASKS
+from nas.gaze.tasks import SINGLE, TASKS, Layout
+from nas.inputs import SpaceInput, inputs_hash_part, parse_inputs, single_input
 
 FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
-SPACE_FORMAT_VERSION = 1
+SPACE_FORMAT_VERSION = 2  # 2: named inputs of multi-input tasks (`input.inputs`, nas.inputs)
 
 
 @dataclass(frozen=True, order=True)
@@ -153,6 +154,13 @@ class SearchSpace:
     version: int = SPACE_FORMAT_VERSION
     source: str = "<dict>"
     raw: dict = field(default_factory=dict, repr=False)
+    layout: Layout = SINGLE
+    inputs: tuple[SpaceInput, ...] = ()  # empty: the one image input `input` (single_input)
+    head_fusion: int = 0                 # multi-input: width of the fusion layer
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            self.inputs = single_input(self.resolutions)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -174,7 +182,7 @@ class SearchSpace:
                             f"({SPACE_FORMAT_VERSION})", source=source, field="version")
         name = v.str_(data, "name")
         task = v.choice(data, "task", tuple(TASKS))
-        inp = v.map_(data, "input", keys=("channels", "resolutions"))
+        inp = v.map_(data, "input", keys=("channels", "resolutions", "inputs"))
         in_ch = v.int_(inp, "channels", "input.", lo=1, hi=16)
         res = v.list_(inp, "resolutions", "input.")
         resolutions = []
@@ -184,6 +192,8 @@ class SearchSpace:
                 raise UserError(f"expected [height, width] integers in [8, 1024], got "
                                 f"{excerpt(r)}", source=source, field=f"input.resolutions[{i}]")
             resolutions.append((r[0], r[1]))
+        layout, inputs = parse_inputs(inp.get("inputs"), TASKS[task], tuple(resolutions),
+                                      version, source)
         stem = v.map_(data, "stem", keys=("width", "kernel", "strides", "act"))
         stem_width = v.int_(stem, "width", "stem.", lo=1, hi=4096)
         stem_kernel = v.choice(stem, "kernel", (1, 3, 5, 7), "stem.")
@@ -212,8 +222,13 @@ class SearchSpace:
             blocks[fam] = desc.parse_options(spec, v, f"blocks.{fam}.")
         if not blocks:
             raise UserError("expected at least one block family", source=source, field="blocks")
-        head = v.map_(data, "head", keys=("width", "act", "dropout", "outputs"))
+        head = v.map_(data, "head", keys=("width", "act", "dropout", "outputs", "fusion"))
         head_width = v.int_(head, "width", "head.", lo=1, hi=8192)
+        if "fusion" in head and layout.single:
+            raise UserError("a single-input space has no fusion layer (head.fusion is for "
+                            "input.inputs)", source=source, field="head.fusion")
+        fusion = v.int_(head, "fusion", "head.", lo=1, hi=8192) if "fusion" in head else (
+            0 if layout.single else head_width)
         head_act = v.choice(head, "act", ACTS, "head.")
         dropout = head.get("dropout", 0.0)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
@@ -223,7 +238,7 @@ class SearchSpace:
         outputs = v.int_(head, "outputs", "head.", lo=2, hi=2)  # (pitch, yaw) or (x, y)
         return cls(name, task, in_ch, tuple(resolutions), stem_width, stem_kernel,
                    stem_strides, stem_act, tuple(stages), blocks, head_width, head_act,
-                   float(dropout), outputs, version, source, data)
+                   float(dropout), outputs, version, source, data, layout, inputs, fusion)
 
     # ------------------------------------------------------------------ identity
     def space_hash(self) -> str:
@@ -234,7 +249,21 @@ class SearchSpace:
              "blocks": {k: {kk: list(vv) for kk, vv in sorted(b.items())}
                         for k, b in sorted(self.blocks.items())},
              "head": [self.head_width, self.head_act, self.head_dropout, self.outputs]}
+        extra = inputs_hash_part(self.layout, self.inputs)
+        if extra is not None:  # classic spaces keep their hash
+            d["inputs"] = {**extra, "fusion": self.head_fusion}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ inputs
+    def input_sizes(self, resolution: tuple[int, int]) -> dict[str, tuple[int, int]]:
+        """Image input name -> (H, W) for the searched resolution `resolution` (each image
+        input's own resolution at the same gene index)."""
+        gene = self.resolutions.index(tuple(resolution))
+        return {i.name: i.resolution_at(gene) for i in self.inputs if i.kind == "image"}
+
+    def input_kinds(self) -> dict[str, str]:
+        """Input name -> kind ("image", "grid", "vector")."""
+        return {i.name: i.kind for i in self.inputs}
 
     # ------------------------------------------------------------------ choices
     def layer_options(self) -> list[LayerOp]:

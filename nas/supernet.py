@@ -3,7 +3,9 @@
 Width and expansion by channel slicing (leading channels), kernel by centre crop of the
 largest kernel, depth as the first d layers of a stage, resolution by resizing the input.
 Each elastic module has the same child names as its static twin in `nas.models`, so
-`extract(arch)` copies weights with one generic slice-and-crop rule.
+`extract(arch)` copies weights with one generic slice-and-crop rule. `build_supernet`
+builds the twin of the space's input layout: `Supernet` for one input, `FusionSupernet`
+for named inputs (one elastic backbone per branch, shared by that branch's inputs).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.blocks import FAMILIES, ghost_init, se_channels
-from nas.models import GazeNet, SqueezeExcite, activation, channel_shuffle, resize_to
+from nas.models import (Backbone, FusionHead, FusionNet, GazeNet, InputEncoder, SqueezeExcite,
+                        activation, branch_names, channel_shuffle, fit_input, fusion_width_in,
+                        import_target, resize_to)
 from nas.space import Arch, LayerOp, SearchSpace
 
 
@@ -186,31 +190,32 @@ class EGazeHead(nn.Module):
         return self.fc(F.dropout(x, self.dropout, self.training))
 
 
-class Supernet(nn.Module):
-    """All subnets of a space in one set of shared weights; `forward(x, arch)` runs one."""
+def elastic_stages(space: SearchSpace) -> tuple[nn.ModuleList, list[list[int]], int]:
+    """Every layer slot of the space (max depth per stage): the layers, each stage's slot
+    indices, and the widest output."""
+    slots: list[list[int]] = []
+    layers, cin_max = [], space.stem_width
+    for st in space.stages:
+        idx = []
+        for j in range(max(st.depths)):
+            cin = cin_max if j == 0 else max(st.widths)
+            idx.append(len(layers))
+            layers.append(ElasticLayer(space, cin, max(st.widths)))
+        slots.append(idx)
+        cin_max = max(st.widths)
+    return nn.ModuleList(layers), slots, cin_max
 
-    def __init__(self, space: SearchSpace):
-        super().__init__()
-        self.space = space
-        self.stem = EConvBN(space.in_channels, space.stem_width, space.stem_kernel)
-        self.slots: list[list[int]] = []
-        layers, cin_max = [], space.stem_width
-        for st in space.stages:
-            idx = []
-            for j in range(max(st.depths)):
-                cin = cin_max if j == 0 else max(st.widths)
-                idx.append(len(layers))
-                layers.append(ElasticLayer(space, cin, max(st.widths)))
-            self.slots.append(idx)
-            cin_max = max(st.widths)
-        self.layers = nn.ModuleList(layers)
-        self.head = EGazeHead(cin_max, space.head_width, space.outputs, space.head_act,
-                              space.head_dropout)
 
-    def forward(self, x: torch.Tensor, arch: Arch, return_features: bool = False):
-        """The subnet `arch` on `x`; with `return_features`, also every stage's output
-        (what stage-wise distillation aligns across block families)."""
-        x = resize_to(x, arch.resolution)
+class _Body:
+    """Stem + searched layers of one set of elastic weights (mixed into Supernet and
+    EBackbone, which keep `stem`, `layers`, `slots` as attributes)."""
+
+    space: SearchSpace
+    stem: EConvBN
+    layers: nn.ModuleList
+    slots: list[list[int]]
+
+    def run_body(self, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.stem(x, self.space.stem_width, stride=arch.stem_stride, act=self.space.stem_act)
         feats = []
         for st, slots, d, w, ops in zip(self.space.stages, self.slots, arch.depths,
@@ -218,23 +223,151 @@ class Supernet(nn.Module):
             for j in range(d):
                 x = self.layers[slots[j]](x, ops[j], w, st.stride if j == 0 else 1)
             feats.append(x)
-        out = self.head(x)
-        return (out, feats) if return_features else out
+        return x, feats
 
     def active_slots(self, arch: Arch) -> list[int]:
         return [slots[j] for slots, d in zip(self.slots, arch.depths) for j in range(d)]
+
+    def copy_body(self, stem: nn.Module, layers: nn.ModuleList, arch: Arch) -> None:
+        """Copy this arch's stem and layer weights into static `stem` / `layers`."""
+        ops = [op for op, _ in self.space.layer_shapes(arch)]
+        for static, slot, op in zip(layers, self.active_slots(arch), ops):
+            _copy_sliced(static, getattr(self.layers[slot], op.family))
+        _copy_sliced(stem, self.stem)
+
+
+class Supernet(_Body, nn.Module):
+    """All subnets of a space in one set of shared weights; `forward(x, arch)` runs one."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        self.stem = EConvBN(space.in_channels, space.stem_width, space.stem_kernel)
+        self.layers, self.slots, cin_max = elastic_stages(space)
+        self.head = EGazeHead(cin_max, space.head_width, space.outputs, space.head_act,
+                              space.head_dropout)
+
+    def forward(self, x: torch.Tensor, arch: Arch, return_features: bool = False):
+        """The subnet `arch` on `x`; with `return_features`, also every stage's output
+        (what stage-wise distillation aligns across block families)."""
+        x, feats = self.run_body(resize_to(x, arch.resolution), arch)
+        out = self.head(x)
+        return (out, feats) if return_features else out
+
+    def set_output_stats(self, labels) -> None:
+        """Nothing to set: the eye and face heads regress radians directly (FusionSupernet
+        scales its outputs to the labels)."""
+
+    def teacher_only_parameters(self) -> list[nn.Parameter]:
+        """None: every subnet trains the head (see FusionSupernet for when not to)."""
+        return []
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> GazeNet:
         """A standalone GazeNet with this arch's weights copied out of the supernet."""
         net = GazeNet(self.space, arch)
-        ops = [op for op, _ in self.space.layer_shapes(arch)]
-        for static, slot, op in zip(net.layers, self.active_slots(arch), ops):
-            _copy_sliced(static, getattr(self.layers[slot], op.family))
-        _copy_sliced(net.stem, self.stem)
+        self.copy_body(net.stem, net.layers, arch)
         _copy_sliced(net.head, self.head)
         net.train(self.training)
         return net
+
+
+class EFeatureHead(nn.Module):
+    def __init__(self, cin: int, width: int, act: str):
+        super().__init__()
+        self.conv = EConvBN(cin, width, 1)
+        self.width, self.act = width, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, self.width, act=self.act).mean((2, 3))
+
+
+class EBackbone(_Body, nn.Module):
+    """One branch's elastic weights: stem, layer slots, feature head (twin of Backbone)."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        self.stem = EConvBN(space.in_channels, space.stem_width, space.stem_kernel)
+        self.layers, self.slots, cin_max = elastic_stages(space)
+        self.feat = EFeatureHead(cin_max, space.head_width, space.head_act)
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, feats = self.run_body(x, arch)
+        return self.feat(x), feats
+
+    def copy_into(self, static: Backbone, arch: Arch) -> None:
+        self.copy_body(static.stem, static.layers, arch)
+        _copy_sliced(static.feat, self.feat)
+
+
+class FusionSupernet(nn.Module):
+    """The weight-sharing twin of FusionNet: one EBackbone per branch (the eye branch runs
+    both eyes), the input encoders and the fusion head; `forward(x, arch)` takes a dict of
+    named inputs and resizes each image input to its size at `arch.resolution`.
+
+    The features for distillation are every image input's stage outputs and its pooled
+    branch features, in input order. The pooled features are what the shared fusion head
+    reads, and they have the same width in every subnet: distilling them towards the
+    largest subnet's keeps them consistent across subnets, without which the shared head
+    learns to ignore image features that differ from subnet to subnet and leans on any
+    input that does not (measured: with a head-pose input, every subnet ignored the face
+    and predicted from head pose alone, 20 deg; `train.feature_kd` > 0 enables it)."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        self._routes = [(i.name, i.kind == "image", i.branch or i.name) for i in space.inputs]
+        self.branches = nn.ModuleDict({b: EBackbone(space) for b in branch_names(space)})
+        self.encoders = nn.ModuleDict({
+            i.name: InputEncoder(i.size * i.size if i.kind == "grid" else i.size,
+                                 space.head_width, space.head_act)
+            for i in space.inputs if i.kind != "image"})
+        self.head = FusionHead(fusion_width_in(space), space.head_fusion, space.outputs,
+                               space.head_act, space.head_dropout)
+
+    def forward(self, x: dict[str, torch.Tensor], arch: Arch, return_features: bool = False):
+        x = fit_input(self.space, x, arch.resolution)
+        parts, feats = [], []
+        for name, image, key in self._routes:
+            if image:
+                f, stage_outs = self.branches[key](x[name], arch)
+                feats += stage_outs
+            else:
+                f = self.encoders[key](x[name])
+            parts.append(f)
+        out = self.head(torch.cat(parts, 1))
+        return (out, feats) if return_features else out
+
+    def set_output_stats(self, labels) -> None:
+        """Output scale and shift from the training labels (see FusionHead)."""
+        self.head.set_output_stats(labels)
+
+    def teacher_only_parameters(self) -> list[nn.Parameter]:
+        """The fusion head and the grid / vector encoders: shared whole by every subnet,
+        they learn from the largest subnet alone, and the other subnets learn features that
+        fit them. Trained by every subnet, they learned to ignore image features that differ
+        from subnet to subnet and to lean on the inputs that do not: with a head-pose input
+        and 4 random subnets a step, every subnet (the largest too) predicted from head pose
+        alone (20 deg; the face alone gives 8 deg)."""
+        return [*self.head.parameters(), *self.encoders.parameters()]
+
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> FusionNet:
+        """A standalone FusionNet with this arch's weights copied out of the supernet."""
+        net = FusionNet(self.space, arch)
+        for b, static in net.branches.items():
+            self.branches[b].copy_into(static, arch)
+        for k, static in net.encoders.items():
+            _copy_sliced(static, self.encoders[k])
+        _copy_sliced(net.head, self.head)
+        net.train(self.training)
+        return net
+
+
+def build_supernet(space: SearchSpace) -> nn.Module:
+    """The weight-sharing twin of the space's input layout (Supernet for one input)."""
+    return import_target(space.layout.supernet)(space)
 
 
 def _copy_sliced(static: nn.Module, elastic: nn.Module) -> None:

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from nas import __version__
 from nas.errors import UserError
 from nas.evaluation import gaze_error, predict, recalibrate_bn
-from nas.gaze.data import Batches, GazeSplits, to_input
+from nas.gaze.data import Batches, GazeSplits, first_rows, n_rows, to_input
+from nas.gaze.tasks import get_task
 from nas.io import atomic_torch_save, json_hash, load_torch_dict, package_versions
-from nas.models import resize_to
+from nas.models import NetInput, fit_input, input_len, take_rows
 from nas.space import SearchSpace
-from nas.supernet import Supernet
+from nas.supernet import Supernet, build_supernet
 
 SUPERNET_FORMAT = "gaze-nas-supernet/1"
 SAMPLINGS = ("uniform", "single_family", "mixed", "stage")
@@ -91,7 +92,7 @@ def feature_distillation(child: list[torch.Tensor], teacher: list[torch.Tensor])
     return loss / len(child)
 
 
-def sandwich_step(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor,
+def sandwich_step(net: Supernet, space: SearchSpace, x: NetInput, y: torch.Tensor,
                   cfg: TrainConfig, rng: np.random.Generator, big, small,
                   part: int | None = None) -> float:
     """Forward and backward of one sandwich step on the batch (x, y); gradients accumulate
@@ -99,20 +100,24 @@ def sandwich_step(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.T
     the labels; the small end (`small`) and `cfg.random_subnets` random subnets drawn from
     `rng` learn its outputs (and stage outputs with `cfg.feature_kd`), each random one on
     its own `part` images of the batch (default `cfg.random_subnet_images`, 0: all).
-    Returns the largest subnet's loss."""
+    The supernet's `teacher_only_parameters()` (a fusion head shared whole by all subnets)
+    keep the largest subnet's gradient only. Returns the largest subnet's loss."""
     feat = cfg.feature_kd > 0
     teacher, t_feats = net(x, big, return_features=True)
     loss = F.l1_loss(teacher, y)
     loss.backward()
+    kept = [(p, None if p.grad is None else p.grad.clone())
+            for p in net.teacher_only_parameters()]
     target = teacher.detach()
     t_feats = [f.detach() for f in t_feats]
-    part = (cfg.random_subnet_images if part is None else part) or len(x)
+    n = input_len(x)
+    part = (cfg.random_subnet_images if part is None else part) or n
     children = [(small, slice(None))]
     for k in range(cfg.random_subnets):
-        lo = (k * part) % len(x)
+        lo = (k * part) % n
         children.append((_sample_subnet(space, rng, cfg, k), slice(lo, lo + part)))
     for arch, rows in children:
-        out, feats = net(x[rows], arch, return_features=True)
+        out, feats = net(take_rows(x, rows), arch, return_features=True)
         child = cfg.kd_weight * F.l1_loss(out, target[rows])
         if cfg.kd_weight < 1:
             child = child + (1 - cfg.kd_weight) * F.l1_loss(out, y[rows])
@@ -120,6 +125,8 @@ def sandwich_step(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.T
             child = child + cfg.feature_kd * feature_distillation(
                 feats, [f[rows] for f in t_feats])
         child.backward()
+    for p, g in kept:
+        p.grad = g
     return loss.item()
 
 
@@ -182,13 +189,15 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     ckpt_path = out_dir / "train" / "checkpoint.pt"
     log_path = out_dir / "train" / "log.jsonl"
     torch.set_num_threads(cfg.threads)
+    splits = splits.for_space(space)  # named inputs where the space takes a head pose
     fingerprint = train_fingerprint(space, splits, cfg, seed)
     torch.manual_seed(seed)
-    net = Supernet(space)
+    net = build_supernet(space)
+    net.set_output_stats(splits.train_y)  # a resumed checkpoint brings its own
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = net.to(memory_format=mf)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(splits.train_x)
+    n = n_rows(splits.train_x)
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     epoch, step, history = 0, 0, []
@@ -210,7 +219,7 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                                       "epoch": e, "step": s, "fingerprint": fingerprint,
                                       "history": json.dumps(history)})
 
-    train_x = Batches(splits.train_x, mf)  # read per batch: the set may not fit in memory
+    train_x = Batches(splits.train_x, mf, space=space)  # read per batch: may not fit in memory
     train_y = torch.from_numpy(splits.train_y)
     big = space.largest()
     smalls = ([space.smallest()] if cfg.smallest == "global"
@@ -249,8 +258,10 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                        "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
                 rec.update(_quick_eval(net, space, splits, cfg))
                 history.append(rec)
+                unit = get_task(space.task).unit
                 log(f"train: epoch {epoch + 1}/{cfg.epochs} done: loss {rec['loss']:.4f}, val error "
-                    f"largest {rec['err_largest']:.2f} deg, smallest {rec['err_smallest']:.2f} deg")
+                    f"largest {rec['err_largest']:.2f} {unit}, smallest {rec['err_smallest']:.2f} "
+                    f"{unit}")
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
@@ -290,12 +301,13 @@ def supernet_record(space: SearchSpace, state: dict, cfg: TrainConfig, seed: int
 def _quick_eval(net: Supernet, space: SearchSpace, splits: GazeSplits, cfg: TrainConfig) -> dict:
     """Largest and smallest subnet error on a val slice (after BN recalibration)."""
     out = {}
-    val_x = to_input(splits.val_x[:cfg.eval_images])
-    recal = to_input(splits.train_x[:256])
+    kinds = space.input_kinds()
+    val_x = to_input(first_rows(splits.val_x, cfg.eval_images), kinds)
+    recal = to_input(first_rows(splits.train_x, 256), kinds)
     for name, arch in (("err_largest", space.largest()), ("err_smallest", space.smallest())):
         sub = net.extract(arch)
-        recalibrate_bn(sub, resize_to(recal, arch.resolution))
-        pred = predict(sub, resize_to(val_x, arch.resolution))
+        recalibrate_bn(sub, fit_input(space, recal, arch.resolution))
+        pred = predict(sub, fit_input(space, val_x, arch.resolution))
         out[name] = gaze_error(pred, splits.val_y[:cfg.eval_images], space.task)
     net.train()
     return out
@@ -326,7 +338,7 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict]:
                         source=str(path))
     ck = load_torch_dict(path, "supernet", SUPERNET_FORMAT, ("space", "state_dict"))
     space = SearchSpace.from_dict(json.loads(ck["space"]), source=f"{path}:space")
-    net = Supernet(space)
+    net = build_supernet(space)
     try:
         net.load_state_dict(ck["state_dict"])
     except RuntimeError as exc:
@@ -370,16 +382,18 @@ def train_standalone(net: torch.nn.Module, splits: GazeSplits, cfg: StandaloneCo
                      teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      kd_weight: float = 0.0, log: Callable[[str], None] | None = None,
                      on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
-                     ) -> torch.nn.Module:
+                     space: SearchSpace | None = None) -> torch.nn.Module:
     """Train `net` in place with AdamW + warmup + cosine and an L1 loss on (pitch, yaw);
     with `teacher` (called on the unresized batch), the loss mixes in L1 to the teacher's
     outputs (`kd_weight`). `on_epoch(epoch, net)` is called after each epoch (e.g. to
-    report a validation error to Ray Tune); it may put `net` in eval mode."""
+    report a validation error to Ray Tune); it may put `net` in eval mode. `space`: needed
+    for named inputs (their kinds and sizes at `resolution`)."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
+    splits = splits.for_space(space) if space is not None else splits
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = net.to(memory_format=mf)
-    x_all = Batches(splits.train_x, mf, resolution)  # read per batch
+    x_all = Batches(splits.train_x, mf, resolution, space)  # read per batch
     y_all = torch.from_numpy(splits.train_y)
     n = len(x_all)
     steps_per_epoch = n // cfg.batch_size

@@ -173,7 +173,7 @@ def test_lut_for_another_space_is_refused(tiny_run, capsys):
     (lambda c: c["train"].update(optimizer="sgd"), "train.optimizer"),
     (lambda c: c["search"].update(budgets_ms=[-1]), "search.budgets_ms"),
     (lambda c: c.update(space="nowhere.yaml"), "space"),
-    (lambda c: c["data"].update(source="mpiigaze"), "data.source"),
+    (lambda c: c["data"].update(source="mpiigazee"), "data.source"),
 ])
 def test_malformed_config_names_file_and_field(tmp_path, patch, field):
     c = json.loads(json.dumps(CONFIG))

@@ -204,11 +204,12 @@ def _ort_2t() -> Backend:
 class TorchSession:
     """A module and its input behind onnxruntime's `run(None, feed)` call."""
 
-    def __init__(self, module, shape: tuple[int, ...]):
+    def __init__(self, module, shape: tuple[int, ...] | dict):
         import torch
 
         self.module = module.eval()
-        self.x = torch.from_numpy(_feed_array(shape))
+        self.x = (torch.from_numpy(_feed_array(shape)) if isinstance(shape, tuple)  # named
+                  else {k: torch.from_numpy(_feed_array(tuple(v.shape))) for k, v in shape.items()})
         self._mode = torch.inference_mode
 
     def run(self, _outputs: Any, _feed: Any) -> Any:
@@ -259,14 +260,15 @@ class TorchBackend(Backend):
     def open_arch(self, space, arch_text: str, onnx: bytes | None = None) -> tuple:
         import torch
 
-        from nas.models import GazeNet
+        from nas.models import build_net, example_input
 
         self._threads()
         arch = space.parse(arch_text)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            net = GazeNet(space, arch).eval()
-        return TorchSession(net, (1, space.in_channels, *arch.resolution)), {}
+            net = build_net(space, arch).eval()
+        x = example_input(space, arch)
+        return TorchSession(net, tuple(x.shape) if isinstance(x, torch.Tensor) else x), {}
 
 
 def _torch() -> Backend:

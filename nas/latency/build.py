@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nas.latency.runtime import OPSET
-from nas.models import ConvBNAct, GazeHead, make_block
+from nas.models import ConvBNAct, FeatureHead, FusionHead, GazeHead, InputEncoder, make_block
 from nas.space import LayerOp, LayerShape, SearchSpace
 
 
@@ -45,19 +45,36 @@ def module_for_key(space: SearchSpace, kind: str, spec: Any) -> tuple[nn.Module,
             mod = GazeHead(cin, space.head_width, space.outputs, space.head_act,
                            space.head_dropout)
             shape = (1, cin, h, w)
+        elif kind == "feat":  # a multi-input net's branch end
+            cin, (h, w) = spec
+            mod = FeatureHead(cin, space.head_width, space.head_act)
+            shape = (1, cin, h, w)
+        elif kind == "enc":  # a grid / vector input's MLP (fed flat)
+            mod = InputEncoder(spec, space.head_width, space.head_act)
+            shape = (1, spec)
+        elif kind == "fusion":
+            n_in = len(space.inputs) * space.head_width
+            mod = FusionHead(n_in, space.head_fusion, space.outputs, space.head_act,
+                             space.head_dropout)
+            shape = (1, n_in)
         else:
             raise ValueError(f"unknown LUT key kind {kind!r}")
     return mod.eval(), shape
 
 
-def export_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+def export_onnx(module: nn.Module, input_shape: tuple[int, ...] | dict) -> bytes:
     """ONNX (opset 17, static shapes) of `module` in eval mode, via the TorchScript exporter:
-    the graph onnxruntime sees is the same whether a layer is alone or inside a subnet."""
+    the graph onnxruntime sees is the same whether a layer is alone or inside a subnet. A
+    dict of example inputs (a multi-input net) gives named inputs."""
+    from nas.export import trace_args
+
     module = module.eval()
-    x = torch.zeros(input_shape, dtype=torch.float32)
+    x = (torch.zeros(input_shape, dtype=torch.float32) if isinstance(input_shape, (tuple, list))
+         else input_shape)
+    module, args, names = trace_args(module, x)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices
-        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=["output"])
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=["output"])
     return buf.getvalue()

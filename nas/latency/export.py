@@ -76,13 +76,13 @@ def cache_file(folder: Path, key: str) -> Path:
 def build_onnx(space: SearchSpace, kind: str, spec: Any) -> bytes:
     """ONNX bytes of one LUT part, or (kind "arch", spec an arch string) of a whole subnet."""
     if kind == "arch":
-        from nas.models import GazeNet
+        from nas.models import build_net, example_input
 
         arch = space.parse(spec)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            net = GazeNet(space, arch).eval()
-        return export_onnx(net, (1, space.in_channels, *arch.resolution))
+            net = build_net(space, arch).eval()
+        return export_onnx(net, example_input(space, arch))
     return export_onnx(*module_for_key(space, kind, spec))
 
 

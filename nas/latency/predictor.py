@@ -60,11 +60,10 @@ class MacsModel:
 
     def macs(self, arch: Arch) -> float:
         if arch.arch_id not in self._cache:
-            from nas.models import GazeNet, count_macs
+            from nas.models import build_net, count_macs, example_input
 
-            net = GazeNet(self.space, arch)
-            self._cache[arch.arch_id] = float(count_macs(
-                net, (1, self.space.in_channels, *arch.resolution)))
+            net = build_net(self.space, arch)
+            self._cache[arch.arch_id] = float(count_macs(net, example_input(self.space, arch)))
         return self._cache[arch.arch_id]
 
     def predict(self, arch: Arch) -> float:

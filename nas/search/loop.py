@@ -20,10 +20,11 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import UserError
 from nas.io import atomic_write_text, json_hash
+from nas.search.devices import write_device_outputs
 from nas.search.executors import Executor, SequentialExecutor
 from nas.search.outputs import write_outputs
 from nas.search.pareto import non_dominated_mask
@@ -37,7 +38,8 @@ STATE = "strategy_state.json"
 
 def run_search(space: SearchSpace, strategy: Strategy,
                evaluate: Callable[[Arch], dict] | None, *,
-               evals: int, budgets: Sequence[float], out_dir: str | Path,
+               evals: int, budgets: Sequence[float] | Mapping[str, Sequence[float]],
+               out_dir: str | Path,
                objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
                log: Callable[[str], Any] = print, meta: dict | None = None,
                resume: bool = True, hv_ref: Sequence[float] | None = None,
@@ -46,22 +48,25 @@ def run_search(space: SearchSpace, strategy: Strategy,
                ) -> dict[str, Any]:
     """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
 
-    `objectives` are two minimised keys of evaluate()'s dict: error first, latency second
-    (budgets apply to the second). A trial is infeasible when evaluate returns
-    `feasible: False` or a non-finite objective; it is kept in trials.csv but never on the
-    front. A result with `_reused: True` came from the evaluator's own cache and is not
-    counted as evaluated now (keys starting with "_" are never stored). `resume=False`
-    discards an earlier run in `out_dir`; `restart_if_changed` does so only when that run
-    had other settings (instead of refusing). `executor` evaluates each batch (default:
+    `objectives` are minimised keys of evaluate()'s dict: error first, then latency (budgets
+    apply to it). Several latencies (one per device, `nas.search.devices`) make a
+    k-objective search: `budgets` then maps each latency key to its budgets, and the outputs
+    are each device's front and picks plus the joint Pareto set (`write_device_outputs`).
+    A trial is infeasible when evaluate returns `feasible: False` or a non-finite objective;
+    it is kept in trials.csv but never on the front. A result with `_reused: True` came
+    from the evaluator's own cache and is not counted as evaluated now (keys starting with
+    "_" are never stored). `resume=False` discards an earlier run in `out_dir`;
+    `restart_if_changed` does so only when that run had other settings (instead of
+    refusing). `executor` evaluates each batch (default:
     `SequentialExecutor(evaluate)`; `evaluate` may then be None); it yields results in ask
     order, so any executor gives the same trials. Returns {"front", "best_per_budget",
     "summary"} as written to disk, plus "meta" and "resumed_complete" (True when `out_dir`
     already held all `evals` trials).
     """
     objectives = tuple(objectives)
-    if len(objectives) != 2:
-        raise ValueError(f"run_search needs exactly two objectives (error, latency), "
-                         f"got {objectives}")
+    by_objective = budgets_by_objective(objectives, budgets)
+    if len(objectives) == 2 and isinstance(budgets, Mapping):
+        budgets = by_objective[objectives[1]]
     if batch < 1:
         raise UserError(f"expected an integer >= 1, got {batch!r}", field="search.batch")
     if evals < 0:
@@ -73,7 +78,8 @@ def run_search(space: SearchSpace, strategy: Strategy,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mhash = _meta_hash(space, strategy, objectives, meta)
-    strategy.attach(out_dir, budgets)
+    strategy.set_objectives(objectives, by_objective)
+    strategy.attach(out_dir, budgets if len(objectives) == 2 else by_objective[objectives[1]])
     rows, cache = _restore(out_dir, strategy, mhash, resume, log, restart_if_changed)
     writer = TrialsWriter(out_dir / TRIALS)
     if not (out_dir / STATE).exists():  # so an interrupted first batch can resume too
@@ -132,17 +138,39 @@ def run_search(space: SearchSpace, strategy: Strategy,
         cache = {}
         _write_trials(writer, rows, cache)
     elapsed = time.perf_counter() - t_start
-    result = write_outputs(out_dir, rows, budgets=budgets, objectives=objectives, meta=meta,
-                           hv_ref=hv_ref, hv_rule=hv_rule,
-                           extra={"strategy": strategy.name, "meta_hash": mhash,
-                                  "evals": evals, "evaluated_this_run": n_new,
-                                  "seconds_this_run": round(elapsed, 3)})
+    write = write_outputs if len(objectives) == 2 else write_device_outputs
+    result = write(out_dir, rows, budgets=budgets if len(objectives) == 2 else by_objective,
+                   objectives=objectives, meta=meta, hv_ref=hv_ref, hv_rule=hv_rule,
+                   extra={"strategy": strategy.name, "meta_hash": mhash,
+                          "evals": evals, "evaluated_this_run": n_new,
+                          "seconds_this_run": round(elapsed, 3)})
     result["meta"] = meta or {}
     result["resumed_complete"] = resumed_complete
     s = result["summary"]
     log(f"search: done, {s['n_trials']} trials ({n_new} evaluated now) in {elapsed:.1f} s; "
         f"front of {s['front_size']}; outputs in {out_dir}")
     return result
+
+
+def budgets_by_objective(objectives: Sequence[str],
+                         budgets: Sequence[float] | Mapping[str, Sequence[float]]
+                         ) -> dict[str, list[float]]:
+    """Each latency objective's budgets: a plain sequence belongs to the one latency of a
+    two-objective search; with several latencies a mapping must say whose is whose."""
+    if len(objectives) < 2:
+        raise ValueError(f"run_search needs an error and at least one latency objective, "
+                         f"got {tuple(objectives)}")
+    lat = list(objectives[1:])
+    if not isinstance(budgets, Mapping):
+        if len(lat) > 1:
+            raise ValueError(f"with several latency objectives ({', '.join(lat)}) budgets must "
+                             "map each of them to its budgets")
+        return {lat[0]: [float(b) for b in budgets]}
+    unknown = [k for k in budgets if k not in lat]
+    if unknown:
+        raise ValueError(f"budgets for {', '.join(map(str, unknown))}, which is not one of the "
+                         f"latency objectives {', '.join(lat)}")
+    return {k: [float(b) for b in budgets.get(k, ())] for k in lat}
 
 
 # ---------------------------------------------------------------------- resume

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +74,8 @@ class NNIStrategy(Strategy):
         self.penalty, self.population = float(penalty), population
         self.seed_extremes, self.max_tries = bool(seed_extremes), max_tries
         self.budgets: list[float] = []
+        self._lat_of: list[int] = []   # per tuner: the objective index of its latency
+        self._targets: list[tuple[int, float]] | None = None  # several devices: (index, budget)
         self._genes = space.gene_cardinalities()
         self._tuners: list[Any] | None = None
         self._events: list[list] = []  # ["a", tuner, pid] / ["t", tuner, pid, loss]
@@ -85,8 +87,21 @@ class NNIStrategy(Strategy):
         self._told: set[str] = set()
         self._losses: dict[tuple[str, int], float] = {}  # (arch_id, tuner) -> its loss
 
+    def set_objectives(self, objectives: Sequence[str],
+                       budgets: Mapping[str, Sequence[float]]) -> None:
+        """With several devices: one tuner per (device, budget), each penalising only its
+        own device's latency; the trials they share still give every device its front."""
+        if len(objectives) > 2:
+            self._targets = [(i, float(b)) for i, o in enumerate(objectives) if i
+                             for b in sorted(budgets.get(o, ()))] or [(1, math.inf)]
+
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
-        self.budgets = sorted(float(b) for b in budgets) or [math.inf]
+        if self._targets is not None:
+            self.budgets = [b for _, b in self._targets]
+            self._lat_of = [i for i, _ in self._targets]
+        else:
+            self.budgets = sorted(float(b) for b in budgets) or [math.inf]
+            self._lat_of = [1] * len(self.budgets)
         if self.seed_extremes and not self._queue and not self._events:
             self._queue = [self.space.largest().to_string(), self.space.smallest().to_string()]
 
@@ -115,7 +130,8 @@ class NNIStrategy(Strategy):
         return self._tuners
 
     def _loss(self, objectives: tuple[float, ...], feasible: bool, b: int) -> float:
-        err, lat = (float(v) for v in objectives[:2])
+        err = float(objectives[0])
+        lat = float(objectives[self._lat_of[b] if b < len(self._lat_of) else 1])
         if not feasible or not (math.isfinite(err) and math.isfinite(lat)):
             return 1e6
         budget = self.budgets[b] if self.budgets else math.inf
@@ -189,7 +205,8 @@ class NNIStrategy(Strategy):
                 "next_pid": self._next_pid, "queue": self._queue,
                 "served_queue": self._served_queue, "told": sorted(self._told),
                 "losses": [[a, b, v] for (a, b), v in self._losses.items()],
-                "pending": {}}
+                "pending": {}} | ({"latency_index": self._lat_of}
+                                 if self._targets is not None else {})
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Rebuild every tuner by replaying its asks and results (see module docstring)."""
@@ -197,6 +214,7 @@ class NNIStrategy(Strategy):
             raise ValueError(f"state is for {d.get('name')!r} v{d.get('version')}, "
                              f"not {self.name!r} v{STATE_VERSION}")
         self.budgets = [float(b) for b in d["budgets"]]
+        self._lat_of = [int(i) for i in d.get("latency_index", [1] * len(self.budgets))]
         self._tuners = self._fresh_tuners()
         params_of: dict[int, dict] = {}
         for ev in d["events"]:

@@ -1,8 +1,8 @@
 """Optuna samplers as search strategies (`optuna-tpe`, `optuna-nsga2`, `optuna-gp`).
 
-Each gene of the space's fixed-length encoding is one categorical parameter; the two
-objectives (error, latency) are minimised; the largest latency budget is a constraint
-through `trial.set_constraint` (Optuna 5). The study lives in an Optuna storage: by default
+Each gene of the space's fixed-length encoding is one categorical parameter; the
+objectives (error, latency; with several devices one latency each) are minimised; the largest
+latency budget (of each device) is a constraint through `trial.set_constraint` (Optuna 5). The study lives in an Optuna storage: by default
 `optuna.db` (SQLite) in the search folder, or any URL given as `storage`, so
 `optuna-dashboard sqlite:///.../optuna.db` shows it live.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +72,8 @@ class OptunaStrategy(Strategy):
         self.population = population
         self.max_tries = max_tries
         self.max_budget: float | None = None
+        self.n_objectives = 2                 # error + one latency per device
+        self._limits: list[tuple[str, int, float]] | None = None  # several devices' constraints
         self._owner = uuid.uuid4().hex  # marks this search's trials in a shared study
         self._genes = space.gene_cardinalities()
         self._study = None
@@ -83,6 +85,22 @@ class OptunaStrategy(Strategy):
         self._pending: dict[str, Any] = {}              # arch_id -> running optuna Trial
 
     # ------------------------------------------------------------------ set-up
+    def set_objectives(self, objectives: Sequence[str],
+                       budgets: Mapping[str, Sequence[float]]) -> None:
+        """One direction per objective. With several devices each device's largest budget
+        is its own constraint, `latency_over_largest_budget_ms:<objective>`; with one, the
+        constraint keeps its name and comes from `attach`."""
+        self.n_objectives = len(objectives)
+        if len(objectives) > 2:
+            self._limits = [(f"{CONSTRAINT}:{o}", i, float(max(budgets[o])))
+                            for i, o in enumerate(objectives) if i and budgets.get(o)]
+
+    def _constraints(self, objectives: tuple[float, ...]) -> list[tuple[str, float]]:
+        """(name, value) of each constraint: latency minus the largest budget (<= 0: met)."""
+        limits = self._limits if self._limits is not None else (
+            [(CONSTRAINT, 1, self.max_budget)] if self.max_budget is not None else [])
+        return [(name, float(objectives[i]) - limit) for name, i, limit in limits]
+
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
         """Default storage in the search folder; the largest budget is the constraint."""
         if self.storage_url is None:
@@ -111,7 +129,7 @@ class OptunaStrategy(Strategy):
                 self._own_storage = True
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name,
-                directions=["minimize", "minimize"], load_if_exists=True,
+                directions=["minimize"] * self.n_objectives, load_if_exists=True,
                 sampler=self._sampler(self.seed))
             if self._n_asks == 0 and self._n_told == 0 and self._study.trials:
                 self._fresh_start()
@@ -134,7 +152,7 @@ class OptunaStrategy(Strategy):
             self.study_name = f"{self.study_base}-{k}"
         self._study = optuna.create_study(
             storage=self.storage_url, study_name=self.study_name,
-            directions=["minimize", "minimize"], sampler=self._sampler(self.seed))
+            directions=["minimize"] * self.n_objectives, sampler=self._sampler(self.seed))
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self, n: int) -> list[Arch]:
@@ -183,8 +201,8 @@ class OptunaStrategy(Strategy):
         if not feasible or not all(np.isfinite(objectives)):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
-        if self.max_budget is not None:
-            trial.set_constraint(CONSTRAINT, float(objectives[1]) - self.max_budget)
+        for name, value in self._constraints(objectives):
+            trial.set_constraint(name, value)
         study.tell(trial, list(map(float, objectives)))
 
     def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
@@ -205,9 +223,8 @@ class OptunaStrategy(Strategy):
 
         study = self.study()
         ok = feasible and all(np.isfinite(objectives))
-        system = {}
-        if ok and self.max_budget is not None:
-            system[f"constraints:{CONSTRAINT}"] = float(objectives[1]) - self.max_budget
+        system = {f"constraints:{name}": value
+                  for name, value in (self._constraints(objectives) if ok else [])}
         study.add_trial(optuna.trial.create_trial(
             params=self.space.encode(arch),
             distributions={g: CategoricalDistribution(list(range(c)))
@@ -269,7 +286,7 @@ class OptunaStrategy(Strategy):
                     pass
             self._study = optuna.create_study(
                 storage=self.storage_url, study_name=self.study_name,
-                directions=["minimize", "minimize"], sampler=self._sampler(self.seed))
+                directions=["minimize"] * self.n_objectives, sampler=self._sampler(self.seed))
             if self.seed_extremes:  # extremes not yet asked at the boundary: queued again,
                 asked = {t.user_attrs.get("arch") for t in keep}  # first, as originally
                 for arch in (self.space.largest(), self.space.smallest()):
@@ -285,7 +302,7 @@ class OptunaStrategy(Strategy):
             if arch_s and t.state.name == "COMPLETE":
                 self._told[self.space.parse(arch_s).arch_id] = tuple(t.values)
             elif arch_s and t.state.name == "FAIL":
-                self._told[self.space.parse(arch_s).arch_id] = (float("inf"),) * 2
+                self._told[self.space.parse(arch_s).arch_id] = (float("inf"),) * self.n_objectives
 
 
 class OptunaTPE(OptunaStrategy):

@@ -31,6 +31,54 @@ def replot(out_dir: str | Path, markers: Sequence[dict],
     return path
 
 
+def plot_devices(path: Path, F: np.ndarray, devices: Sequence[str], joint: Sequence[int],
+                 good: Sequence[int], best: dict[str, list[dict]], meta: dict) -> None:
+    """A several-device search on one page: a panel per device with every trial, that
+    device's own front, the joint Pareto set (optimal over all devices at once), the subnets
+    good on all devices, and the device's budgets with their picks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nas.search.pareto import non_dominated_mask
+
+    n = len(devices)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.8 * rows), dpi=110)
+    FigureCanvasAgg(fig)
+    for d, dev in enumerate(devices):
+        ax = fig.add_subplot(rows, cols, d + 1)
+        if len(F):
+            lat, err = F[:, d + 1], F[:, 0]
+            ax.scatter(lat, err, s=8, color="0.8", label=f"trials ({len(F)})", zorder=1)
+            own = np.flatnonzero(non_dominated_mask(F[:, [0, d + 1]]))
+            own = own[np.argsort(lat[own], kind="stable")]
+            ax.step(lat[own], err[own], where="post", color="C0", lw=1.3, zorder=2,
+                    label=f"the device's own front ({len(own)})")
+            ax.plot(lat[list(joint)], err[list(joint)], "o", ms=5, mfc="none", color="C1",
+                    label=f"joint Pareto set ({len(joint)})", zorder=3)
+            if len(good):
+                ax.plot(lat[list(good)], err[list(good)], "*", ms=9, color="C2",
+                        label=f"good on all ({len(good)})", zorder=4)
+        for j, b in enumerate(best.get(dev, [])):
+            color = f"C{(j % 6) + 3}"
+            ax.axvline(b["budget_ms"], ls="--", lw=1, color=color, zorder=1)
+            if b.get("arch_id"):
+                ax.scatter([b["latency_ms"]], [b["error_deg"]], s=140, facecolors="none",
+                           edgecolors=color, linewidths=1.6, zorder=5)
+        ax.set_title(dev, fontsize=9)
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("angular error (deg)")
+        ax.grid(alpha=0.3)
+        if d == 0 and len(F):
+            ax.legend(loc="upper right", fontsize=7)
+    if meta.get("space"):
+        fig.suptitle(f"Pareto fronts on {n} devices: space {meta['space']}", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
                objectives: Sequence[str], meta: dict, markers: Sequence[dict] = (),
                retrained: Sequence[dict] = ()) -> None:

@@ -12,7 +12,7 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import UserError, excerpt
 from nas.space import Arch, SearchSpace
@@ -41,9 +41,18 @@ class Strategy(ABC):
     def tell(self, arch: Arch, objectives: tuple[float, ...], feasible: bool = True) -> None:
         """Report the (minimised) objectives of an evaluated arch."""
 
+    def set_objectives(self, objectives: Sequence[str],
+                       budgets: Mapping[str, Sequence[float]]) -> None:
+        """Called by the runner first: the minimised objectives `tell` will report (the
+        error, then one latency per device) and the budgets of each latency objective.
+        Strategies that rank by Pareto dominance need nothing (the default); those that fix
+        the problem's shape up front (an Optuna study's directions and constraints, NNI's
+        tuner per budget) size it here."""
+
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
-        """Called by the runner before anything else: the search folder (a strategy that
-        persists itself, e.g. in an Optuna storage, puts it there) and the budgets."""
+        """Called by the runner before anything else but `set_objectives`: the search folder
+        (a strategy that persists itself, e.g. in an Optuna storage, puts it there) and the
+        budgets (with several devices, the first device's; `set_objectives` has them all)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -148,6 +157,10 @@ class Seeded(Strategy):
         seen: set[str] = set()
         self.seeds = [a for a in seeds if not (a.arch_id in seen or seen.add(a.arch_id))]
         self._served = 0
+
+    def set_objectives(self, objectives: Sequence[str],
+                       budgets: Mapping[str, Sequence[float]]) -> None:
+        self.inner.set_objectives(objectives, budgets)
 
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
         self.inner.attach(out_dir, budgets)

@@ -1,9 +1,10 @@
 """The trial store: one row per evaluated arch in `trials.csv`, the search's single source of
 truth (strategies and outputs are rebuilt from it).
 
-A row holds `trial`, `arch_id`, `arch`, the two objectives, every extra column the evaluator
-returned (params, macs, ...) and `seconds` last. Floats are written with `repr` precision, so
-`read_trials` gives back exactly the numbers the strategy was told.
+A row holds `trial`, `arch_id`, `arch`, the objectives (error, then one latency per device),
+every extra column the evaluator returned (params, macs, ...) and `seconds` last. Floats are
+written with `repr` precision, so `read_trials` gives back exactly the numbers the strategy was
+told.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def is_feasible(row: dict, objectives: Sequence[str]) -> bool:
 
 def feasible_matrix(rows: list[dict], objectives: Sequence[str]
                     ) -> tuple[list[dict], np.ndarray]:
-    """The feasible rows and their (n, 2) objective matrix: what fronts are made of."""
+    """The feasible rows and their (n, k) objective matrix: what fronts are made of."""
     feas = [r for r in rows if is_feasible(r, objectives)]
-    F = np.array([objective_values(r, objectives) for r in feas], dtype=float).reshape(-1, 2)
+    F = np.array([objective_values(r, objectives) for r in feas],
+                 dtype=float).reshape(-1, len(objectives))
     return feas, F
 
 

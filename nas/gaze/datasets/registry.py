@@ -23,6 +23,8 @@ _BUILTIN = {
     "mpiifacegaze": "nas.gaze.datasets.mpiifacegaze",
     "ethxgaze": "nas.gaze.datasets.ethxgaze",
     "gazecapture": "nas.gaze.datasets.gazecapture",
+    "synthetic_face": "nas.gaze.datasets.synthetic_face",
+    "synthetic_pog": "nas.gaze.datasets.synthetic_pog",
     "cache": "nas.gaze.datasets.cache",
 }
 _SOURCES: dict[str, Source] = {}

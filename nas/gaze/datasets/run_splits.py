@@ -1,6 +1,8 @@
 """A real dataset as the pipeline's train / validation splits: split by subject (the
 config's held-out subjects, else the dataset's own validation split, else the last subject
-left out), capped at `data.train` / `data.val` samples by a seeded draw, images left lazy."""
+left out), capped at `data.train` / `data.val` samples by a seeded draw, images left lazy.
+Multi-input samples (GazeCapture, synthetic_pog) are dicts of named inputs; the space's
+check (`GazeSplits.check_fits`) refuses inputs its task does not take."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nas.errors import UserError
-from nas.gaze.data import GazeSplits
+from nas.gaze.data import GazeSplits, read_rows
 from nas.gaze.datasets.registry import open_dataset
 from nas.gaze.datasets.splits import unique_subjects
 
@@ -28,11 +30,15 @@ def _resident(images: Any, budget: int, what: str, log: Log) -> Any:
     draws random batches, and a reader whose files cannot be read in parts (MATLAB v5) or
     are compressed would re-read whole files per batch. Larger sets stay on disk (a
     memory-mapped cache from `gaze-nas data prepare` reads fast at random)."""
-    if isinstance(images, np.ndarray):  # in memory already, or memory-mapped
+    arrays = list(images.values()) if isinstance(images, dict) else [images]
+    if all(isinstance(a, np.ndarray) for a in arrays):  # in memory already, or memory-mapped
         return images
-    nbytes = int(np.prod(images.shape, dtype=np.int64)) * np.dtype(images.dtype).itemsize
+    nbytes = sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+                 for a in arrays)
     if nbytes <= budget:
         log(f"data: reading the {what} images into memory ({nbytes / 2**20:.0f} MB)")
+        if isinstance(images, dict):  # named inputs: one read pass for all of them
+            return read_rows(images, slice(None))
         return np.asarray(images)
     log(f"data: the {what} images ({nbytes / 2**30:.1f} GB) stay on disk and are read per "
         "batch (data.in_memory_mb); `gaze-nas data prepare` makes random reads fast")
@@ -58,14 +64,29 @@ def _train_val(ds, val_subjects: list, source: str, log: Log) -> tuple[np.ndarra
     return parts["train"], parts["test"]
 
 
+# A rendered (embedded) source's options that the config's data section fills when its
+# data.options leave them out: how many samples to render, the run's seed, the processes.
+FROM_CONFIG = {"n_train": "train", "n_val": "val", "workers": "workers"}
+
+
+def source_options(data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """data.options, plus n_train / n_val / seed / workers from the data section and the
+    run's seed for a source that takes them (the embedded renderers)."""
+    from nas.gaze.datasets.registry import get_source
+
+    opts = dict(data.get("options") or {})
+    accepted = get_source(data["source"]).options
+    fill = {k: data.get(v) for k, v in FROM_CONFIG.items()} | {"seed": seed}
+    for key, value in fill.items():
+        if key in accepted and key not in opts and value is not None:
+            opts[key] = value
+    return opts
+
+
 def dataset_splits(data: dict[str, Any], seed: int, source: str, log: Log) -> GazeSplits:
-    """The splits a config's `data` section names for a real (or prepared) dataset."""
-    ds = open_dataset(data["source"], data.get("path"), log=log, **(data.get("options") or {}))
-    if isinstance(ds.images, dict):
-        raise UserError(f"{ds.name} gives multi-input samples ({', '.join(ds.images)}), which "
-                        "the supernet cannot take yet; it can be read with "
-                        "nas.gaze.datasets.open_dataset and prepared with `gaze-nas data "
-                        "prepare`", source=source, field="data.source")
+    """The splits a config's `data` section names for a real, prepared or rendered dataset
+    (multi-input samples, e.g. GazeCapture's, as dicts of named inputs)."""
+    ds = open_dataset(data["source"], data.get("path"), log=log, **source_options(data, seed))
     ds.require_labels()
     train, val = _train_val(ds, list(data.get("val_subjects") or []), source, log)
     rng = np.random.default_rng([seed, 0x5EED])
@@ -84,5 +105,7 @@ def dataset_splits(data: dict[str, Any], seed: int, source: str, log: Log) -> Ga
             data.get("train", 0), data.get("val", 0), seed]
     from nas.io import json_hash
 
+    head = ds.head_pose is not None  # kept beside the images for spaces that take it
     return GazeSplits(train_x, np.asarray(tr.labels, np.float32), val_x,
-                      np.asarray(va.labels, np.float32), f"{ds.name}-{json_hash(spec)}")
+                      np.asarray(va.labels, np.float32), f"{ds.name}-{json_hash(spec)}",
+                      tr.head_pose if head else None, va.head_pose if head else None)
