@@ -124,3 +124,14 @@ def test_shipped_dataset_configs_load_once_pointed_at_data(tmp_path, name):
     cfg_path = tmp_path / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     check_inputs(load_config(cfg_path))
+
+
+def test_mpiifacegaze_runs_end_to_end_on_an_rgb_space(tmp_path):
+    pytest.importorskip("h5py")
+    fx.mpiifacegaze(tmp_path / "MPIIFaceGaze", {"p00": 60, "p01": 50, "p02": 20}, size=32)
+    cfg = _config(tmp_path, {"source": "mpiifacegaze", "path": "MPIIFaceGaze", "train": 0,
+                             "val": 0}, _face_space(tmp_path))
+    splits = load_splits(load_config(cfg), lambda _m: None)
+    assert splits.channels == 3 and len(splits.val_x) == 20  # p02 held out (the last)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "search" / "pareto.json").exists()
