@@ -309,9 +309,10 @@ def _run_subnet(run_dir: Path, arch_text: str):
     arch = find_arch(run_dir, space, arch_text)
     splits = _run_splits(run_dir, cfg, meta)
     ev = build_evaluator(sup, splits, recal_images=cfg.search.recal_images,
-                         val_images=cfg.search.val_images, space=space, cache=False,
+                         val_images=cfg.search.val_images, space=space, cache=True,
                          head_refit_images=cfg.search.head_refit_images)
-    return arch, ev, sup, space, splits, cfg
+    ev.cache_path = None  # read the run's errors (same tag, same numbers), never write: the
+    return arch, ev, sup, space, splits, cfg  # search owns the file
 
 
 def cmd_export(a: argparse.Namespace) -> int:

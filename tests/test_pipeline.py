@@ -138,9 +138,14 @@ def test_cli_validate_json_and_export(tiny_run, tmp_path, capsys):
                  "--samples", "4", "--rounds", "1", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep) >= {"mape", "within_5", "within_10", "kendall_tau", "n"}
-    arch_id = json.loads((out / "search" / "pareto.json").read_text())[0]["arch_id"]
-    assert main(["export", "--run", str(out), "--arch", arch_id, "--out", str(tmp_path / "e")]) == 0
+    front = json.loads((out / "search" / "pareto.json").read_text())
+    cache = (out / "eval_cache.jsonl").read_bytes()
+    assert main(["export", "--run", str(out), "--arch", front[0]["arch_id"],
+                 "--out", str(tmp_path / "e")]) == 0
     assert (tmp_path / "e" / "model.onnx").exists() and (tmp_path / "e" / "card.json").exists()
+    card = json.loads((tmp_path / "e" / "card.json").read_text())
+    assert card["error_deg"] == pytest.approx(front[0]["error_deg"], abs=1e-3)  # the run's error
+    assert (out / "eval_cache.jsonl").read_bytes() == cache  # read, never written by export
 
 
 def test_cli_finetune_exports_better_of_two(tiny_run, tmp_path, capsys):
