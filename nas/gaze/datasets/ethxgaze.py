@@ -24,7 +24,7 @@ from nas.gaze.datasets.bad import BadSampleError
 from nas.gaze.datasets.dataset import GazeDataset
 from nas.gaze.datasets.deps import need
 from nas.gaze.datasets.fingerprint import fingerprint
-from nas.gaze.datasets.h5files import H5Files
+from nas.gaze.datasets.h5files import H5Files, RowDescribe
 from nas.gaze.datasets.imaging import area_resize, bgr_to_rgb
 from nas.gaze.datasets.lazy import LazyArray
 from nas.gaze.datasets.options import opt_bool, opt_choice, opt_size
@@ -105,14 +105,6 @@ class _Patches:
                 out = np.empty((len(idx), *img.shape[1:]), np.uint8)
             out[pos] = img
         return out
-
-
-class _Describe:
-    def __init__(self, files, file_idx, rows):
-        self.files, self.file_idx, self.rows = files, file_idx, rows
-
-    def __call__(self, i: int) -> str:
-        return f"{self.files[self.file_idx[i]]} row {self.rows[i]}"
 
 
 @register_source
@@ -209,6 +201,6 @@ class ETHXGazeSource:
             fingerprint=fingerprint(self.name, root, paths,
                                     {"split": which, "unlabeled": unlabeled, "size": size}),
             official={split: np.flatnonzero(codes == s) for s, split in enumerate(splits)},
-            describe=_Describe(files, file_idx, rows),
+            describe=RowDescribe(files, file_idx, rows),
             meta={"label_field": "face_gaze", "frame_index": np.concatenate(cols["frame"]),
                   "cam_index": np.concatenate(cols["cam"])})

@@ -54,3 +54,14 @@ class H5Files:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["dataset"], state["max_open"])
+
+
+class RowDescribe:
+    """A sample's name for messages, "<file> row <r>", in the one-file-per-subject HDF5
+    layouts (a class, not a lambda: datasets pickle to worker processes)."""
+
+    def __init__(self, files, file_idx, rows):
+        self.files, self.file_idx, self.rows = files, file_idx, rows
+
+    def __call__(self, i: int) -> str:
+        return f"{self.files[self.file_idx[i]]} row {self.rows[i]}"

@@ -26,7 +26,7 @@ from nas.gaze.datasets.bad import BadSampleError
 from nas.gaze.datasets.dataset import GazeDataset
 from nas.gaze.datasets.deps import need
 from nas.gaze.datasets.fingerprint import fingerprint
-from nas.gaze.datasets.h5files import H5Files
+from nas.gaze.datasets.h5files import H5Files, RowDescribe
 from nas.gaze.datasets.imaging import area_resize, bgr_to_rgb
 from nas.gaze.datasets.lazy import LazyArray
 from nas.gaze.datasets.options import opt_bool, opt_size
@@ -125,14 +125,6 @@ class _FaceImages:
         return out
 
 
-class _Describe:
-    def __init__(self, files, file_idx, rows):
-        self.files, self.file_idx, self.rows = files, file_idx, rows
-
-    def __call__(self, i: int) -> str:
-        return f"{self.files[self.file_idx[i]]} row {self.rows[i]}"
-
-
 @register_source
 class MPIIFaceGazeSource:
     name = "mpiifacegaze"
@@ -186,4 +178,4 @@ class MPIIFaceGazeSource:
             labels=lab[:, :2].astype(np.float32), head_pose=lab[:, 2:4].astype(np.float32),
             subjects=np.asarray(subjects),
             fingerprint=fingerprint(self.name, root, mats, {"size": size, "bgr": bgr}),
-            describe=_Describe(files, file_idx, rows), meta={"label_field": LABELS})
+            describe=RowDescribe(files, file_idx, rows), meta={"label_field": LABELS})
