@@ -27,10 +27,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.errors import safe_name
-from nas.io import atomic_write_json, atomic_write_text
-from nas.search.outputs import HV_RULE, entry, write_outputs
+from nas.io import atomic_write_json
+from nas.search.outputs import HV_RULE, entry, write_front_files, write_outputs
 from nas.search.pareto import hypervolume, non_dominated_mask
-from nas.search.trials import columns, csv_text, feasible_matrix
+from nas.search.trials import feasible_matrix
 
 LATENCY = "latency_ms"
 SEP = "@"
@@ -141,12 +141,8 @@ def write_device_outputs(out_dir: str | Path, rows: list[dict], *,
                "meta": meta or {}}
     summary.update(extra or {})
 
-    cols = columns(front) if front else ["arch_id", "arch", *objectives, "trial"]
-    atomic_write_json(out_dir / "pareto.json", front)
-    atomic_write_text(out_dir / "pareto.csv", csv_text(front, cols))
-    atomic_write_json(out_dir / "best_per_budget.json", best)
     atomic_write_json(out_dir / "good_on_all.json", good)
-    atomic_write_json(out_dir / "summary.json", summary)
+    write_front_files(out_dir, front, best, summary, objectives)
     plot_devices(out_dir / "pareto.png", F, labels, list(idx), [i for i, _ in good_idx],
                  {d: r["best_per_budget"] for d, r in per.items()}, meta or {})
     return {"front": front, "best_per_budget": best, "summary": summary,

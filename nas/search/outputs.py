@@ -27,6 +27,17 @@ def entry(row: dict) -> dict[str, Any]:
     return out
 
 
+def write_front_files(out_dir: Path, front: list[dict], best: list[dict], summary: dict,
+                      objectives: Sequence[str]) -> None:
+    """pareto.json / pareto.csv, best_per_budget.json and summary.json: the files a search
+    folder (or a device's folder in a multi-device search) holds, in one format."""
+    cols = columns(front) if front else ["arch_id", "arch", *objectives, "trial"]
+    atomic_write_json(out_dir / "pareto.json", front)
+    atomic_write_text(out_dir / "pareto.csv", csv_text(front, cols))
+    atomic_write_json(out_dir / "best_per_budget.json", best)
+    atomic_write_json(out_dir / "summary.json", summary)
+
+
 def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[float],
                   objectives: Sequence[str] = ("error_deg", "latency_ms"),
                   meta: dict | None = None, hv_ref: Sequence[float] | None = None,
@@ -66,11 +77,7 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
                "meta": meta or {}}
     summary.update(extra or {})
 
-    cols = columns(front) if front else ["arch_id", "arch", *objectives, "trial"]
-    atomic_write_json(out_dir / "pareto.json", front)
-    atomic_write_text(out_dir / "pareto.csv", csv_text(front, cols))
-    atomic_write_json(out_dir / "best_per_budget.json", best)
-    atomic_write_json(out_dir / "summary.json", summary)
+    write_front_files(out_dir, front, best, summary, objectives)
     plot_front(out_dir / "pareto.png", F, front, best, objectives, meta or {})
     return {"front": front, "best_per_budget": best, "summary": summary}
 
