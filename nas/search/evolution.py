@@ -27,6 +27,7 @@ class Evolution(Strategy):
     tournament on (rank, crowding), crossover then mutation, never an arch twice."""
 
     name = "evolution"
+    discardable_asks = True
 
     def __init__(self, space: SearchSpace, seed: int, population: int = 32,
                  crossover_prob: float = 0.5, mutation_prob: float = 0.15,

@@ -21,6 +21,7 @@ class RandomSearch(Strategy):
     """Uniform sampling via `space.sample`; `tell` only records which archs are done."""
 
     name = "random"
+    discardable_asks = True
 
     def __init__(self, space: SearchSpace, seed: int, max_tries: int = 1000):
         super().__init__(space, seed)

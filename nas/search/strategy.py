@@ -28,6 +28,8 @@ class Strategy(ABC):
     """
 
     name: str = "base"
+    discardable_asks: bool = False  # True: an asked arch may never be told (screening drops
+                                    # candidates); the strategy just never hears of it again
 
     def __init__(self, space: SearchSpace, seed: int):
         self.space = space
