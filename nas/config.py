@@ -298,6 +298,10 @@ def config_from_dict(d: Any, src: str, path: Path | None = None) -> ExperimentCo
     data, train, latency, search, finetune, baselines, ray = (
         _section(cls, d.get(k), k, src) for k, cls in _SECTIONS.items())
     embedded = not _needs_path(data.source)  # rendered here: synthetic, synthetic_face, ...
+    if data.source == "synthetic":  # its reader option (labels), checked before any work
+        from nas.gaze.data import synthetic_labels
+
+        synthetic_labels(data.options, src)
     if embedded and 0 in (data.train, data.val):
         _fail("expected a number of images to render (0 means 'all' only for a dataset on "
               "disk)", src, "data.train" if data.train == 0 else "data.val")

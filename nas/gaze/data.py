@@ -126,11 +126,12 @@ def cache_dir() -> Path:
 
 
 def synthetic_splits(n_train: int, n_val: int, seed: int, workers: int = 1,
-                     log: Callable[[str], None] = print) -> GazeSplits:
-    """Render (or load from cache) disjoint train and validation sets of eye patches."""
+                     log: Callable[[str], None] = print, labels: str = "uniform") -> GazeSplits:
+    """Render (or load from cache) disjoint train and validation sets of eye patches, with
+    labels drawn from the named preset (`nas.gaze.synthetic.LABEL_PRESETS`)."""
     from nas.gaze.synthetic import RenderConfig, load_or_render
 
-    cfg = RenderConfig()
+    cfg = RenderConfig(labels=labels)
     # Distinct seeds give disjoint per-sample RNG streams for the two splits.
     tr = load_or_render(cache_dir(), n_train, seed * 2 + 1, cfg, workers=workers, log=log)
     va = load_or_render(cache_dir(), n_val, seed * 2 + 2, cfg, workers=workers, log=log)
@@ -143,13 +144,28 @@ def splits_from(data: dict, seed: int, source: str, log: Callable[[str], None] =
                 ) -> GazeSplits:
     """The data splits a config's `data` section describes, checked (no NaN, none empty)."""
     if data.get("source", "synthetic") == "synthetic":  # rendered here, sized by train / val
-        splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log)
+        labels = synthetic_labels(data.get("options") or {}, source)
+        splits = synthetic_splits(data["train"], data["val"], seed, data.get("workers", 1), log,
+                                  labels=labels)
     else:  # a dataset on disk, split by subject
         from nas.gaze.datasets.run_splits import dataset_splits
 
         splits = dataset_splits(data, seed, source, log)
     splits.check(source)
     return splits
+
+
+def synthetic_labels(opts: dict, source: str) -> str:
+    """The label preset in a `synthetic` config's data.options, its only option there (the
+    sizes, seed and processes come from data.train / data.val / seed / data.workers)."""
+    from nas.errors import check_keys
+    from nas.gaze.datasets.synthetic import label_preset
+
+    if not isinstance(opts, dict):
+        raise UserError(f"expected a mapping of reader options, got {type(opts).__name__}",
+                        source=source, field="data.options")
+    check_keys(opts, ["labels"], source, prefix="data.options.")
+    return label_preset(opts, source, field="data.options.labels")
 
 
 def to_input(images: Any, kinds: Mapping[str, str] | None = None):
