@@ -40,8 +40,9 @@ def _resident(images: Any, budget: int, what: str, log: Log) -> Any:
         if isinstance(images, dict):  # named inputs: one read pass for all of them
             return read_rows(images, slice(None))
         return np.asarray(images)
-    log(f"data: the {what} images ({nbytes / 2**30:.1f} GB) stay on disk and are read per "
-        "batch (data.in_memory_mb); `gaze-nas data prepare` makes random reads fast")
+    log(f"data: the {what} images ({nbytes / 2**20:.0f} MB, over data.in_memory_mb "
+        f"{budget // 2**20}) stay on disk and are read per batch; `gaze-nas data prepare` "
+        "makes random reads fast")
     return images
 
 
