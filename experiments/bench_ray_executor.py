@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.config import config_from_dict
     from nas.distributed import RayConfig
     from nas.distributed.executor import RayExecutor
+    from nas.gaze.tasks import get_task
     from nas.pipeline import build_evaluator, evaluator_spec, splits_from
     from nas.space import SearchSpace
     from nas.train import load_checkpoint
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                            str(run / "run_config.json"))
     meta = load_checkpoint(run / "supernet.pt")
     space = SearchSpace.from_dict(json.loads(meta["space"]))
+    err_key = get_task(space.task).error_key
     batch = a.batch or cfg.search.batch
     rng = np.random.default_rng(a.seed)
     archs, seen = [], set()
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         ev.evaluate(space.smallest())  # warm-up: first-call costs are not per subnet
         ev.cache.clear()
         t0 = time.perf_counter()
-        errs = {arch.arch_id: ev.evaluate(arch)["error_deg"] for arch in archs}
+        errs = {arch.arch_id: ev.evaluate(arch)[err_key] for arch in archs}
         return time.perf_counter() - t0, errs
 
     rows = []
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         errs_ray = {}
         for b in batches:
             for arch, row in zip(b, ex.imap(b)):
-                errs_ray[arch.arch_id] = row["error_deg"]
+                errs_ray[arch.arch_id] = row[err_key]
         t_ray = time.perf_counter() - t0
     finally:
         ex.close()

@@ -14,7 +14,7 @@ In one invocation, on this machine:
 Both run on copies of the run folder under `--out/work/` (supernet.pt + run_config.json,
 plus eval_cache.jsonl for the re-search only), so the user's run is never modified and a
 rerun measures the same thing. Both hypervolumes use the run's fixed reference point
-(`nas.pipeline.hv_reference`, rule `HV_RULE`) over (error_deg, latency_ms on NEW). Also
+(`nas.pipeline.hv_reference`, rule `HV_RULE`) over (error, latency_ms on NEW). Also
 reported: the hypervolume of the cached errors alone re-ranked on NEW (zero evaluations),
 and whether the cached errors equal those the cold search measured anew (same subnets).
 
@@ -86,11 +86,12 @@ def copy_run(run_dir: Path, dest: Path, *, with_cache: bool, threads: int | None
     return dest
 
 
-def front_hv(front: list[dict], ref: tuple[float, float]) -> float:
-    """Hypervolume of (error_deg, latency_ms) points against the fixed reference."""
+def front_hv(front: list[dict], ref: tuple[float, float], err_key: str) -> float:
+    """Hypervolume of (error, latency_ms) points against the fixed reference; `err_key` is
+    the task's error key (`error_deg`, pog2d `error_cm`)."""
     from nas.search import hypervolume_2d
 
-    F = np.array([[float(p["error_deg"]), float(p["latency_ms"])] for p in front],
+    F = np.array([[float(p[err_key]), float(p["latency_ms"])] for p in front],
                  dtype=float).reshape(-1, 2)
     return hypervolume_2d(F[np.isfinite(F).all(axis=1)], ref)
 
@@ -174,14 +175,14 @@ def uncommitted() -> list[str] | None:
     return [line[3:] for line in p.stdout.splitlines()] if p.returncode == 0 else None
 
 
-def cached_rows(path: Path, tag: str) -> dict[str, dict]:
-    """The error-cache rows of one evaluator tag, by arch_id."""
+def cached_rows(path: Path, tag: str, err_key: str) -> dict[str, dict]:
+    """The error-cache rows of one evaluator tag with a finite `err_key`, by arch_id."""
     from nas.io import iter_jsonl
 
     if not path.is_file():
         return {}
     return {r["arch_id"]: r for r in iter_jsonl(path, ("arch_id", "arch"))
-            if r.get("tag") == tag and np.isfinite(r.get("error_deg", np.nan))}
+            if r.get("tag") == tag and np.isfinite(r.get(err_key, np.nan))}
 
 
 def main() -> int:
@@ -227,6 +228,7 @@ def main() -> int:
     # Figures: after the timed part, in this process.
     from nas import __version__
     from nas.cli import _run_context, _run_splits
+    from nas.gaze.tasks import get_task
     from nas.io import git_sha, package_versions
     from nas.latency import LatencyTable
     from nas.latency.runtime import device_info
@@ -234,6 +236,8 @@ def main() -> int:
     from nas.search import load_front
 
     sup, space, cfg, meta = _run_context(run_dir)
+    task = get_task(space.task)
+    err_key = task.error_key
     splits = _run_splits(run_dir, cfg, meta)
     table = LatencyTable.load(lut)
     table.check_space(space)
@@ -241,16 +245,16 @@ def main() -> int:
     budgets = [b["budget_ms"] for b in rs["best_per_budget"]]
     if budgets != [b["budget_ms"] for b in fr["best_per_budget"]]:
         raise SystemExit("bench_research: the two searches used different budgets")
-    hv_re = front_hv(load_front(out / "research" / "search"), ref)
-    hv_fr = front_hv(load_front(out / "fresh"), ref)
+    hv_re = front_hv(load_front(out / "research" / "search"), ref, err_key)
+    hv_fr = front_hv(load_front(out / "fresh"), ref, err_key)
     tag = build_evaluator(sup, splits, recal_images=cfg.search.recal_images,
                           val_images=cfg.search.val_images, space=space, cache=False,
                           head_refit_images=cfg.search.head_refit_images).cache_tag
-    cache = cached_rows(run_dir / "eval_cache.jsonl", tag)
-    free = [{"error_deg": r["error_deg"],
+    cache = cached_rows(run_dir / "eval_cache.jsonl", tag, err_key)
+    free = [{err_key: r[err_key],
              "latency_ms": table.predict(space, space.parse(r["arch"]))} for r in cache.values()]
-    anew = cached_rows(cold / "eval_cache.jsonl", tag)
-    diffs = [abs(anew[k]["error_deg"] - cache[k]["error_deg"]) for k in anew.keys() & cache]
+    anew = cached_rows(cold / "eval_cache.jsonl", tag, err_key)
+    diffs = [abs(anew[k][err_key] - cache[k][err_key]) for k in anew.keys() & cache]
     ratio = hv_re / hv_fr if hv_fr > 0 else None
     criteria = {"wall_le_60s": rs["wall_s"] <= MAX_WALL_S,
                 "hv_ge_99pct": ratio is not None and ratio >= MIN_HV_RATIO,
@@ -258,12 +262,12 @@ def main() -> int:
     report = {
         "args": vars(a), "run": str(run_dir), "lut": str(lut), "device": table.meta.get("device"),
         "lut_runtime": table.meta.get("runtime"), "budgets_ms": budgets,
-        "hv": {"reference": {"error_deg": ref[0], "latency_ms": ref[1]}, "rule": HV_RULE,
+        "hv": {"reference": {err_key: ref[0], "latency_ms": ref[1]}, "rule": HV_RULE,
                "research": hv_re, "fresh": hv_fr, "ratio": ratio,
-               "cache_only": front_hv(free, ref), "cache_only_n": len(free)},
+               "cache_only": front_hv(free, ref, err_key), "cache_only_n": len(free)},
         "research": rs, "fresh": fr,
         "cache_check": {"tag": tag, "n_compared": len(diffs),
-                        "max_abs_diff_deg": max(diffs) if diffs else None},
+                        task.key("max_abs_diff"): max(diffs) if diffs else None},
         "criteria": criteria | {"all": all(criteria.values())},
         "seeds": {"search": a.seed, "experiment": cfg.seed},
         "hashes": hashes | {"space": space.space_hash(), "lut_table": table_hash(table),
@@ -286,13 +290,13 @@ def main() -> int:
           f" on {report['machine']['cores']} cores")
     print(f"fresh search ({a.fresh_evals} evals, cold cache): {fr['wall_s']:.1f} s, "
           f"{fr['distinct_picks']} distinct pick(s)")
-    print(f"hypervolume (ref error {ref[0]} deg, latency {ref[1]} ms; {HV_RULE}):")
+    print(f"hypervolume (ref error {task.format(ref[0])}, latency {ref[1]} ms; {HV_RULE}):")
     pct = f"{ratio:.2%}" if ratio is not None else "n/a"
     print(f"  re-search {hv_re:.4f} | fresh {hv_fr:.4f} | ratio {pct} | cached errors "
           f"alone, re-ranked ({len(free)} subnets, 0 evaluations) "
           f"{report['hv']['cache_only']:.4f}")
     print(f"cached vs re-measured errors: {len(diffs)} subnets compared, max |diff| "
-          f"{report['cache_check']['max_abs_diff_deg']} deg")
+          f"{report['cache_check'][task.key('max_abs_diff')]} {task.unit}")
     ok = {True: "yes", False: "NO"}
     print(f"criteria: wall <= {MAX_WALL_S:.0f} s: {ok[criteria['wall_le_60s']]}; "
           f"HV >= {MIN_HV_RATIO:.0%} of fresh: {ok[criteria['hv_ge_99pct']]}"

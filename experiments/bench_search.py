@@ -38,9 +38,15 @@ def _pymoo_hv(F: np.ndarray, ref: tuple[float, float]) -> float | None:
     return float(HV(ref_point=np.array(ref))(F)) if len(F) else 0.0
 
 
-def _matrix(rows: list[dict]) -> np.ndarray:
-    F = np.array([[float(r["error_deg"]), float(r["latency_ms"])] for r in rows], dtype=float)
-    return F[np.isfinite(F).all(axis=1)] if len(F) else F.reshape(0, 2)
+def _matrix(rows: list[dict], err_key: str) -> np.ndarray:
+    """(error, latency) of every trial in order, infeasible ones included (so [:n] is the
+    first n trials); `err_key` is the task's error key (`error_deg`, pog2d `error_cm`)."""
+    F = np.array([[float(r[err_key]), float(r["latency_ms"])] for r in rows], dtype=float)
+    return F if len(F) else F.reshape(0, 2)
+
+
+def _finite(F: np.ndarray) -> np.ndarray:
+    return F[np.isfinite(F).all(axis=1)]
 
 
 def main() -> int:
@@ -60,6 +66,7 @@ def main() -> int:
     import torch
 
     from nas.cli import _run_context, _run_splits
+    from nas.gaze.tasks import get_task
     from nas.latency import LatencyTable
     from nas.pipeline import HV_RULE, hv_reference, run_search_stage
     from nas.search import check_strategy
@@ -69,6 +76,8 @@ def main() -> int:
         check_strategy(s)
     run_dir = Path(args.run)
     sup, space, cfg, meta = _run_context(run_dir)
+    task = get_task(space.task)
+    best_key = task.key("best_error")  # best_error_deg, or best_error_cm for pog2d
     splits = _run_splits(run_dir, cfg, meta)
     lut = Path(args.lut) if args.lut else next((run_dir / "latency").glob("*.yaml"))
     table = LatencyTable.load(lut)
@@ -85,7 +94,7 @@ def main() -> int:
     print(f"bench_search: {len(args.strategies)} strategies x {args.seeds} seeds up to {top} "
           f"evaluations on {sup} with {lut}; HV reference {ref} ({HV_RULE}); budgets "
           f"{budgets} ms (25/50/75 % of the latency range)", flush=True)
-    logs: dict[tuple[str, int], list[dict]] = {}
+    logs: dict[tuple[str, int], np.ndarray] = {}  # trials as (error, latency) rows
     for name in args.strategies:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
@@ -97,18 +106,18 @@ def main() -> int:
                                    val_images=s_cfg.get("val_images", 2000), threads=1,
                                    head_refit_images=cfg.search.head_refit_images,
                                    log=lambda m: None)
-            logs[(name, seed)] = read_trials(d / "trials.csv")
+            logs[(name, seed)] = _matrix(read_trials(d / "trials.csv"), task.error_key)
             print(f"  {name} seed {seed}: {res['summary']['evaluated_this_run']} evaluated "
                   f"now, {time.perf_counter() - t0:.0f} s", flush=True)
 
-    union = np.vstack([_matrix(rows[:runs_to[name]]) for (name, _), rows in logs.items()])
+    union = np.vstack([_finite(F[:runs_to[name]]) for (name, _), F in logs.items()])
     ref_hv = hypervolume_2d(union, ref)
     table_rows, worst_check = [], 0.0
     for name in args.strategies:
         for n in [n for n in args.evals if n <= runs_to[name]]:
             hvs, errs, picks = [], {b: [] for b in budgets}, []
             for seed in range(args.seeds):
-                F = _matrix(logs[(name, seed)][:n])
+                F = _finite(logs[(name, seed)][:n])
                 hv = hypervolume_2d(F, ref)
                 other = _pymoo_hv(F[non_dominated_mask(F)], ref) if len(F) else None
                 if other is not None:
@@ -122,7 +131,7 @@ def main() -> int:
                 "strategy": name, "evals": n, "hv_median": float(np.median(hvs)),
                 "hv_min": float(np.min(hvs)), "hv_max": float(np.max(hvs)),
                 "hv_share_median": float(np.median(hvs) / ref_hv) if ref_hv else None,
-                "best_error_deg": {str(b): float(np.nanmedian(v)) for b, v in errs.items()},
+                best_key: {str(b): float(np.nanmedian(v)) for b, v in errs.items()},
                 "distinct_picks_median": float(np.median(picks))})
     to99 = {name: _evals_to_share(logs, name, args.seeds, runs_to[name], ref, ref_hv, 0.99)
             for name in args.strategies}
@@ -135,7 +144,7 @@ def main() -> int:
           f"{hdr}  picks")
     for r in table_rows:
         e = "  ".join(f"{v:>{len(f'err<={b:g}')}.2f}" for b, v in
-                      zip(budgets, r["best_error_deg"].values()))
+                      zip(budgets, r[best_key].values()))
         span = f"[{r['hv_min']:.3f}, {r['hv_max']:.3f}]"
         print(f"{r['strategy']:<15}{r['evals']:>6}{r['hv_median']:>11.4f}{span:>18}"
               f"{100 * (r['hv_share_median'] or 0):>7.1f}  {e}  "
@@ -157,7 +166,7 @@ def _evals_to_share(logs: dict, name: str, seeds: int, n_max: int, ref, ref_hv: 
     firsts = []
     for s in range(seeds):
         hit = next((n for n in range(8, n_max + 1, 8)
-                    if hypervolume_2d(_matrix(logs[(name, s)][:n]), ref) >= share * ref_hv),
+                    if hypervolume_2d(_finite(logs[(name, s)][:n]), ref) >= share * ref_hv),
                    None)
         firsts.append(np.inf if hit is None else hit)
     med = float(np.median(firsts))
@@ -174,7 +183,7 @@ def _plot(path: Path, logs: dict, args, ref, ref_hv: float) -> None:
     for name in args.strategies:
         top = len(min((logs[(name, s)] for s in range(args.seeds)), key=len))
         xs = list(range(8, top + 1, 8))
-        curves = np.array([[hypervolume_2d(_matrix(logs[(name, s)][:n]), ref) / ref_hv
+        curves = np.array([[hypervolume_2d(_finite(logs[(name, s)][:n]), ref) / ref_hv
                             for n in xs] for s in range(args.seeds)])
         ax.plot(xs, 100 * np.median(curves, axis=0), label=name)
     ax.axhline(99, color="gray", lw=0.8, ls="--")

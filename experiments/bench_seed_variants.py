@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.baselines import _merge_op, time_end_to_end  # noqa: E402
 from nas.config import load_config  # noqa: E402
+from nas.gaze.tasks import get_task  # noqa: E402
 from nas.io import atomic_write_json  # noqa: E402
 from nas.models import count_macs  # noqa: E402
 from nas.pipeline import load_splits  # noqa: E402
@@ -86,6 +86,8 @@ def main() -> int:
     args = ap.parse_args()
     cfg = load_config(args.config)
     space = SearchSpace.load(cfg.space)
+    task = get_task(space.task)
+    key, unit = task.error_key, task.unit
     splits = load_splits(cfg, lambda _m: None)
     sched = scratch_schedule(cfg.train)
     val_images = cfg.search.val_images
@@ -96,22 +98,22 @@ def main() -> int:
         net, err = train_from_scratch(vspace, arch, splits, sched, args.seed, val_images)
         shape = (1, space.in_channels, *arch.resolution)
         nets[name] = (net, shape)
-        rows[name] = {"arch": arch.to_string(), "error_deg": round(err, 3),
+        rows[name] = {"arch": arch.to_string(), key: round(err, 3),
                       "macs": count_macs(net, shape),
                       "train_s": round(time.perf_counter() - t0, 1)}
-        print(f"{name}: {err:.2f} deg, {rows[name]['macs'] / 1e6:.2f} MMAC "
+        print(f"{name}: {task.format(err)}, {rows[name]['macs'] / 1e6:.2f} MMAC "
               f"({rows[name]['train_s']:.0f} s)", flush=True)
     lat = time_end_to_end(nets)
     ref = rows.get("resnet4")
-    print(f"\n{'net':34s} {'deg':>6s} {'ms':>7s} {'MMAC':>6s}"
+    print(f"\n{'net':34s} {unit:>6s} {'ms':>7s} {'MMAC':>6s}"
           + ("  vs resnet4" if ref else ""))
     for name, row in rows.items():
         row["latency_ms"] = round(lat[name], 4)
         vs = ""
         if ref:
-            vs = (f"  {row['error_deg'] - ref['error_deg']:+.2f} deg, "
+            vs = (f"  {row[key] - ref[key]:+.2f} {unit}, "
                   f"{lat['resnet4'] / lat[name]:.2f}x speed")
-        print(f"{name:34s} {row['error_deg']:6.2f} {row['latency_ms']:7.3f} "
+        print(f"{name:34s} {row[key]:6.2f} {row['latency_ms']:7.3f} "
               f"{row['macs'] / 1e6:6.2f}{vs}")
     atomic_write_json(Path(args.out) / "variants.json",
                       {"config": args.config, "seed": args.seed, "schedule": sched.__dict__,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from nas.gaze.tasks import get_task
 from nas.space import Arch, SearchSpace
 
 # The seed study's net: 4 residual basic blocks; then the same net with its blocks swapped.
@@ -105,7 +106,7 @@ def train_baseline(b: Baseline, space: SearchSpace, splits, schedule, seed: int,
     net, err = train_from_scratch(bspace, arch, splits, sched, seed, val_images)
     return {"name": b.name, "arch": b.description, "arch_string": arch.to_string(),
             "space": json.dumps(bspace.raw), "lr": sched.lr, **b.tags,
-            "error_deg": round(err, 4), "params": count_params(net),
+            get_task(space.task).error_key: round(err, 4), "params": count_params(net),
             "macs": count_macs(net, (1, space.in_channels, *arch.resolution)),
             "state_dict": {k: v.clone() for k, v in net.state_dict().items()}}
 
@@ -120,14 +121,14 @@ def rebuild(row: dict):
     return net.eval(), bspace
 
 
-def dominators(baseline: dict, front: list[dict], err_key: str = "error_deg",
+def dominators(baseline: dict, front: list[dict], err_key: str,
                lat_key: str = "latency_ms") -> list[dict]:
     """Searched subnets with lower error AND lower latency than `baseline`."""
     return [p for p in front if p[err_key] < baseline[err_key]
             and p[lat_key] < baseline[lat_key]]
 
 
-def speedup_at_error(baseline: dict, front: list[dict], err_key: str = "error_deg",
+def speedup_at_error(baseline: dict, front: list[dict], err_key: str,
                      lat_key: str = "latency_ms") -> float | None:
     """How much faster the fastest searched subnet at least as accurate as `baseline` is."""
     ok = [p[lat_key] for p in front if p[err_key] <= baseline[err_key]]
@@ -159,6 +160,7 @@ def run_baselines(space: SearchSpace, data: dict, splits, schedule, seed: int,
     from nas.train import load_checkpoint
 
     out_dir = Path(out_dir)
+    task = get_task(space.task)
     sched = dataclasses.asdict(schedule)
     todo, rows = [], {}
     plan = seed_study(space, lr_sweep)
@@ -182,8 +184,9 @@ def run_baselines(space: SearchSpace, data: dict, splits, schedule, seed: int,
         rows[row["name"]] = row
         n = sum(1 for b, _ in todo if b.name in rows)
         el = time.time() - t0
-        log(f"baselines: {row['name']} {row['error_deg']:.2f} deg, {row['macs'] / 1e6:.2f} "
-            f"MMAC ({n}/{len(todo)}, ETA {el / n * (len(todo) - n) / 60:.1f} min)")
+        log(f"baselines: {row['name']} {task.format(row[task.error_key])}, "
+            f"{row['macs'] / 1e6:.2f} MMAC ({n}/{len(todo)}, "
+            f"ETA {el / n * (len(todo) - n) / 60:.1f} min)")
 
     map_spawned(_baseline_job, [(space.raw, b.name, lr_sweep, data, seed, sched, val_images)
                                 for b, _ in todo], workers, keep)
@@ -228,6 +231,7 @@ def train_front(space: SearchSpace, archs: list[Arch], data: dict, splits, sched
     from nas.parallel import map_spawned
     from nas.ranking import ScratchCache
 
+    task = get_task(space.task)
     sched = dataclasses.asdict(schedule)
     cache = ScratchCache(cache_path)
     keys = {a.arch_id: json_hash([a.to_string(), splits.fingerprint, sched, seed, val_images])
@@ -242,7 +246,7 @@ def train_front(space: SearchSpace, archs: list[Arch], data: dict, splits, sched
         cache.put(row)
         done[0] += 1
         el = time.time() - t0
-        log(f"baselines: front {row['arch_id']} from scratch {row['scratch_error']:.2f} deg "
+        log(f"baselines: front {row['arch_id']} from scratch {task.format(row['scratch_error'])} "
             f"({done[0]}/{len(todo)}, ETA {el / done[0] * (len(todo) - done[0]) / 60:.1f} min)")
 
     map_spawned(_front_job, [(space.raw, a.to_string(), data, seed, sched, val_images)

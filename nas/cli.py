@@ -275,11 +275,12 @@ def cmd_search(a: argparse.Namespace) -> int:
         return 3 if unmet else 0
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
           f"{time.perf_counter() - t0:.1f} s")
+    task = res["evaluator"].task
     for b in res["best_per_budget"]:
         where = f"{b['device']} " if "device" in b else ""
         if b.get("arch_id"):
-            print(f"  {where}<= {b['budget_ms']} ms: {b['arch_id']} error {b['error_deg']:.2f} "
-                  f"deg, {b['latency_ms']:.3f} ms")
+            print(f"  {where}<= {b['budget_ms']} ms: {b['arch_id']} error "
+                  f"{task.format(b[task.error_key])}, {b['latency_ms']:.3f} ms")
         else:
             print(f"  {where}<= {b['budget_ms']} ms: none ({b.get('reason', '')})")
     if "good_on_all" in res:
@@ -320,16 +321,16 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     out = _writable_dir(Path(a.out), "--out")
     arch, ev, _, space, _, _ = _run_subnet(Path(a.run), a.arch)
-    row = ev.evaluate(arch)
-    card = export_subnet(ev.subnet(arch), space, out, extra={"error_deg": row["error_deg"]})
+    err = ev.evaluate(arch)[ev.task.error_key]
+    card = export_subnet(ev.subnet(arch), space, out, extra={ev.task.error_key: err})
     print(f"{a.out}: model.onnx, model.pt, card.json ({card['arch_id']}, error "
-          f"{row['error_deg']:.2f} deg, {card['macs'] / 1e6:.2f} MMAC)")
+          f"{ev.task.format(err)}, {card['macs'] / 1e6:.2f} MMAC)")
     return 0
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
     from nas.export import export_subnet
-    from nas.finetune import FinetuneConfig, finetune_subnet
+    from nas.finetune import FinetuneConfig, card_errors, finetune_subnet
     from nas.train import supernet_id
 
     out = _writable_dir(Path(a.out), "--out")
@@ -342,7 +343,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
                              log=log)
         print(f"{out / r['arch_id']}: {r['arch_id']} chose lr {r['lr']:.2e}, {r['epochs']} "
               f"epoch(s), kd {r['kd_weight']:g}: inherited {r['error_inherited']:.2f} -> "
-              f"fine-tuned {r['error_finetuned']:.2f} deg ({r['n_trials']} trials)")
+              f"fine-tuned {r['error_finetuned']:.2f} {r['error_unit']} ({r['n_trials']} trials)")
         return 0
     arch, ev, sup, space, splits, cfg = _run_subnet(Path(a.run), a.arch)
     ft = FinetuneConfig(epochs=a.epochs, lr=a.lr, kd_weight=a.kd)
@@ -351,12 +352,10 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     better = rec["error_finetuned"] < rec["error_inherited"]
     model = tuned if better else ev.subnet(arch)
     card = export_subnet(model, space, out, extra={
-        "error_deg": min(rec["error_finetuned"], rec["error_inherited"]),
-        "error_inherited_deg": rec["error_inherited"],
-        "error_finetuned_deg": rec["error_finetuned"],
+        **card_errors(ev.task, rec["error_inherited"], rec["error_finetuned"]),
         "weights": "finetuned" if better else "inherited", "finetune": vars(ft)})
     print(f"{out}: {card['arch_id']} inherited {rec['error_inherited']:.2f} -> fine-tuned "
-          f"{rec['error_finetuned']:.2f} deg; exported {card['weights']} weights")
+          f"{ev.task.format(rec['error_finetuned'])}; exported {card['weights']} weights")
     return 0
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nas.gaze.data import GazeSplits, first_rows, to_input
+from nas.gaze.tasks import get_task
 from nas.io import append_jsonl, iter_jsonl
 from nas.models import (GazeNet, NetInput, count_macs, count_params, example_input, fit_input,
                         input_len, take_rows)
@@ -47,8 +48,6 @@ def predict(net: nn.Module, x: NetInput, batch: int = 512) -> torch.Tensor:
 def gaze_error(pred: torch.Tensor | np.ndarray, true: torch.Tensor | np.ndarray,
                task: str = "gaze3d") -> float:
     """Mean error in the task's unit (angular degrees for gaze3d, cm for pog2d)."""
-    from nas.gaze.tasks import get_task
-
     return get_task(task).error(pred, true)
 
 
@@ -102,6 +101,7 @@ class SubnetEvaluator:
                  cache_path: str | Path | None = None, cache_tag: str = "",
                  threads: int | None = None, head_refit_images: int = 0):
         self.supernet, self.space = supernet, space
+        self.task = get_task(space.task)
         splits = splits.for_space(space)  # named inputs where the space takes a head pose
         self.head_refit_images = int(head_refit_images)
         kinds = space.input_kinds()
@@ -119,8 +119,10 @@ class SubnetEvaluator:
         if threads:
             torch.set_num_threads(threads)
         if self.cache_path and self.cache_path.exists():
+            # a row without this task's error key is a miss, evaluated again: a pog2d row
+            # written before errors were named by unit holds cm under `error_deg`
             for row in iter_jsonl(self.cache_path, ("arch_id", "arch")):
-                if row.get("tag") == cache_tag:
+                if row.get("tag") == cache_tag and self.task.error_key in row:
                     self.cache[row["arch_id"]] = row
 
     def _inputs(self, res: tuple[int, int]) -> tuple[NetInput, NetInput]:
@@ -172,7 +174,7 @@ class SubnetEvaluator:
         net = self.subnet(arch)
         _, val = self._inputs(tuple(arch.resolution))
         err = gaze_error(predict(net, val), self.val_y, self.space.task)
-        row = {"arch_id": key, "arch": arch.to_string(), "error_deg": round(err, 5),
+        row = {"arch_id": key, "arch": arch.to_string(), self.task.error_key: round(err, 5),
                "params": count_params(net),
                "macs": count_macs(net, example_input(self.space, arch)),
                "eval_s": round(time.perf_counter() - t0, 3), "tag": self.cache_tag}

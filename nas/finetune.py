@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from nas.evaluation import SubnetEvaluator
+from nas.gaze.tasks import Task
 from nas.io import atomic_torch_save, json_hash
 from nas.space import Arch
 from nas.train import StandaloneConfig, load_checkpoint, train_standalone
@@ -49,7 +50,7 @@ def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig
     space = ev.space
     fingerprint = json_hash([tag, asdict(cfg), seed, arch.to_string(), FINETUNE_FORMAT])
     path = Path(out_dir) / f"{arch.arch_id}.pt"
-    inherited = ev.evaluate(arch)["error_deg"]
+    inherited = ev.evaluate(arch)[ev.task.error_key]
     net = ev.subnet(arch)
     if path.exists():
         ck = load_checkpoint(path)
@@ -73,3 +74,12 @@ def finetune_subnet(ev: SubnetEvaluator, arch: Arch, splits, cfg: FinetuneConfig
                              "error_finetuned": err})
     log(f"finetune: {arch.arch_id} {inherited:.2f} -> {err:.2f}")
     return net, {"error_inherited": inherited, "error_finetuned": err, "reused": False}
+
+
+def card_errors(task: Task, inherited: float, finetuned: float | None) -> dict[str, float | None]:
+    """A model card's errors, named in the task's unit: the exported weights' (fine-tuned
+    where that beat the inherited weights), the inherited and the fine-tuned error (None
+    when not fine-tuned). One place, so `run`, `finetune` and Tune cards say the same."""
+    best = finetuned if finetuned is not None and finetuned < inherited else inherited
+    return {task.error_key: best, task.key("error_inherited"): inherited,
+            task.key("error_finetuned"): finetuned}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import UserError, excerpt, safe_name
+from nas.gaze.tasks import get_task
 from nas.io import json_hash
 from nas.latency.table import LatencyTable
 from nas.search.devices import latency_key
@@ -39,7 +40,7 @@ class Devices:
     """The latency side of a search: what `OneTable` and `SeveralTables` share. Build one
     with `devices_of` (or `as_devices`, `load_devices`)."""
 
-    objectives: tuple[str, ...]
+    latency_keys: tuple[str, ...]
     hv_rule: str
 
     def __init__(self, tables: Sequence[LatencyTable], labels: Sequence[str] | None = None):
@@ -49,6 +50,11 @@ class Devices:
     @property
     def single(self) -> bool:
         return len(self.tables) == 1
+
+    def objectives(self, space: SearchSpace) -> tuple[str, ...]:
+        """The minimised keys: the space's task's error (`error_deg`, pog2d `error_cm`),
+        then each latency."""
+        return (get_task(space.task).error_key, *self.latency_keys)
 
     def budgets(self, spec: Any, space: SearchSpace, seed: int, field: str = "--budget-ms",
                 source: str | None = None) -> dict[str, list[float]]:
@@ -84,7 +90,7 @@ class Devices:
 class OneTable(Devices):
     """One table: the classic (error, latency_ms) search, every output as it always was."""
 
-    objectives = ("error_deg", "latency_ms")
+    latency_keys = ("latency_ms",)
 
     @property
     def table(self) -> LatencyTable:
@@ -144,8 +150,8 @@ class SeveralTables(Devices):
     hv_rule = HV_RULE_DEVICES
 
     @property
-    def objectives(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("error_deg", *(latency_key(d) for d in self.labels))
+    def latency_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(latency_key(d) for d in self.labels)
 
     @property
     def hash(self) -> str:
@@ -171,7 +177,8 @@ class SeveralTables(Devices):
         latency, params, MACs and the `_reused` / `_seconds` signals."""
         lat = {latency_key(d): round(t.predict(space, arch), 5)
                for d, t in zip(self.labels, self.tables)}
-        out = {k: row[k] for k in ("error_deg",) if k in row} | lat
+        err = get_task(space.task).error_key
+        out = {k: row[k] for k in (err,) if k in row} | lat
         return out | {k: row[k] for k in ("params", "macs", "_reused", "_seconds") if k in row}
 
     def meta(self) -> dict[str, Any]:

@@ -266,10 +266,11 @@ def warm_start_seeds(ev, space: SearchSpace, table, out_dir: Path, cap: int) -> 
                 return [space.parse(a) for a in saved["seeds"]]
         except (ValueError, TypeError, KeyError, UserError):
             pass  # unreadable: recompute
-    rows = [r for r in ev.cache.values() if np.isfinite(r.get("error_deg", np.nan))]
+    err_key = get_task(space.task).error_key
+    rows = [r for r in ev.cache.values() if np.isfinite(r.get(err_key, np.nan))]
     archs = [space.parse(r["arch"]) for r in rows]
     if archs:
-        F = np.array([[r["error_deg"], table.predict(space, a)] for r, a in zip(rows, archs)])
+        F = np.array([[r[err_key], table.predict(space, a)] for r, a in zip(rows, archs)])
         picked: list[int] = []
         for front in nondominated_sort(F)[:2]:
             room = cap - len(picked)
@@ -289,8 +290,8 @@ def search_row(space: SearchSpace, table, arch: Arch, row: dict) -> dict:
     """What the search sees of an evaluator row: error, LUT latency, params, MACs, and
     the signals `_reused` (served from the cache) and `_seconds` (time to evaluate)."""
     row = {**row, "latency_ms": round(table.predict(space, arch), 5)}
-    return {k: row[k] for k in ("error_deg", "latency_ms", "params", "macs", "_reused",
-                                "_seconds") if k in row}
+    return {k: row[k] for k in (get_task(space.task).error_key, "latency_ms", "params", "macs",
+                                "_reused", "_seconds") if k in row}
 
 
 def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out_dir: Path,
@@ -351,7 +352,8 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                              record=ev.record, log=log)
     try:
         result = run_search(space, strat, evaluate, evals=evals,
-                            budgets=devices.by_objective(budgets), objectives=devices.objectives,
+                            budgets=devices.by_objective(budgets),
+                            objectives=devices.objectives(space),
                             out_dir=out_dir, batch=batch, log=log, meta=meta,
                             restart_if_changed=restart_if_changed,
                             hv_ref=devices.hv_reference(space, splits), hv_rule=devices.hv_rule,
@@ -455,6 +457,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     from nas.train import load_checkpoint
 
     sup_meta = load_checkpoint(sup_path)
+    task = get_task(space.task)
     manifest = {
         "name": cfg.name, "tool_version": __version__, "config": cfg.to_dict(),
         "config_file": cfg.source, "seeds": {"experiment": cfg.seed}, "git_sha": git_sha(),
@@ -465,8 +468,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
         "lut_path": devices.path, "device": devices.device,
         "budgets_ms": budgets, "stage_seconds": clock.times, "stage_status": clock.status,
         "total_seconds": round(time.perf_counter() - t_all, 1),
-        "mean_gaze_error_deg": mean_gaze_error(splits, space.task),
-        "error_unit": get_task(space.task).unit,  # of every *error_deg* field (pog2d: cm)
+        task.key("mean_gaze_error"): mean_gaze_error(splits, space.task),
+        "error_unit": task.unit, "error_key": task.error_key,
         "supernet_train_img_s": sup_meta.get("throughput_img_s"),
         "lut_fidelity": devices.fidelity(fidelity),
         "exported": exported,
@@ -474,7 +477,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
     }
     ledger.enter("report", json_hash(ledger.keys))
     atomic_write_json(out / "manifest.json", manifest)
-    write_report(out, manifest, res, json.loads(sup_meta.get("history", "[]")))
+    write_report(out, manifest, res, json.loads(sup_meta.get("history", "[]")), task)
     log(f"== done in {manifest['total_seconds']:.0f} s: {out / 'report.md'}")
     return manifest
 
@@ -519,10 +522,12 @@ def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
     weights where fine-tuning beat the inherited ones, else the inherited weights. `table`
     may be several tables: the card then holds every device's predicted latency."""
     from nas.export import export_subnet
+    from nas.finetune import card_errors
     from nas.multidevice import as_devices
 
     devices = as_devices(table)
     ev = res["evaluator"]
+    task = ev.task
     tuned = tuned or {}
     cards = []
     for arch_id, b in _budget_picks(res).items():
@@ -530,9 +535,7 @@ def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
         net, rec = tuned.get(arch_id, (None, None))
         use_tuned = rec is not None and rec["error_finetuned"] < rec["error_inherited"]
         extra = {
-            "error_deg": rec["error_finetuned"] if use_tuned else b["error_deg"],
-            "error_inherited_deg": b["error_deg"],
-            "error_finetuned_deg": rec["error_finetuned"] if rec else None,
+            **card_errors(task, b[task.error_key], rec["error_finetuned"] if rec else None),
             "weights": "finetuned" if use_tuned else "inherited",
             "weights_note": ("fine-tuned standalone from the inherited supernet weights"
                              if use_tuned else
@@ -549,8 +552,8 @@ def export_best(space: SearchSpace, res: dict, out: Path, table, log: Log,
                 continue
         model = net if use_tuned else ev.subnet(space.parse(b["arch"]))
         card = export_subnet(model, space, d, extra=extra)
-        log(f"export: {arch_id} ({extra['weights']}, {extra['error_deg']:.2f} "
-            f"{get_task(space.task).unit}) -> {d} "
+        log(f"export: {arch_id} ({extra['weights']}, {task.format(extra[task.error_key])}) "
+            f"-> {d} "
             f"(onnx diff {card['onnx']['max_abs_diff_vs_torch']:.1e})")
         cards.append(card)
     return cards
@@ -597,23 +600,25 @@ def ensure_baselines(cfg: ExperimentConfig, space: SearchSpace, splits, out: Pat
     ms = time_end_to_end(nets, rounds=cfg.latency.rounds)
     # Searched and hand-designed nets compared as architectures: both trained from scratch
     # with the same schedule, both timed end to end in the same interleaved run.
-    front = [{"arch_id": p["arch_id"], "error_deg": scratch[p["arch_id"]],
-              "error_deg_inherited": p["error_deg"], "latency_ms": round(ms[p["arch_id"]], 5),
-              "latency_ms_lut": p["latency_ms"]} for p in res["front"]]
+    err_key = ev.task.error_key
+    front = [{"arch_id": p["arch_id"], err_key: scratch[p["arch_id"]],
+              ev.task.key("error", "inherited"): p[err_key],
+              "latency_ms": round(ms[p["arch_id"]], 5), "latency_ms_lut": p["latency_ms"]}
+             for p in res["front"]]
     table_rows = []
     for r in rows:
-        row = {k: r[k] for k in ("name", "arch", "arch_string", "error_deg", "params", "macs",
+        row = {k: r[k] for k in ("name", "arch", "arch_string", err_key, "params", "macs",
                                  "lr")}
         row.update({k: r[k] for k in ("d",) if k in r})
         row["latency_ms"] = round(ms[f"baseline:{r['name']}"], 5)
-        dom = sorted(dominators(row, front), key=lambda p: p["latency_ms"])
+        dom = sorted(dominators(row, front, err_key), key=lambda p: p["latency_ms"])
         row["dominated_by"] = [p["arch_id"] for p in dom]
-        sp = speedup_at_error(row, front)
+        sp = speedup_at_error(row, front, err_key)
         row["speedup_at_equal_error"] = round(sp, 3) if sp else None
         table_rows.append(row)
     atomic_write_json(out / "baselines.json", table_rows)
     atomic_write_json(out / "search" / "front_measured.json", front)
-    replot(out / "search", table_rows, front)
+    replot(out / "search", table_rows, front, task=ev.task)
     return table_rows
 
 

@@ -63,8 +63,10 @@ def test_capped_warm_start_spreads_over_the_first_front(tiny_space, tmp_path):
 
 def test_bench_figures(bench):
     ref = (10.0, 4.0)
-    assert bench.front_hv([{"error_deg": 5, "latency_ms": 2}], ref) == pytest.approx(10.0)
-    assert bench.front_hv([{"error_deg": 11, "latency_ms": 1}], ref) == 0.0  # beyond ref
+    assert bench.front_hv([{"error_cm": 5, "latency_ms": 2}], ref, "error_cm") == \
+        pytest.approx(10.0)
+    beyond_ref = [{"error_deg": 11, "latency_ms": 1}]
+    assert bench.front_hv(beyond_ref, ref, "error_deg") == 0.0
     best = [{"arch_id": "a"}, {"arch_id": None}, {"arch_id": "b"}, {"arch_id": "a"}]
     assert bench.distinct_picks(best) == ["a", "b"]
     log = "[ 3.0s] search: done, 40 trials (8 evaluated now) in 13.7 s; front of 20; ..."

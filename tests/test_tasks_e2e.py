@@ -56,10 +56,49 @@ def _config(tmp_path: Path, space: dict, data: dict, **sections) -> Path:
     return _write(tmp_path, "run.yaml", cfg)
 
 
-def _best_and_mean(out: Path) -> tuple[float, float, dict]:
+def _best_and_mean(out: Path, unit: str) -> tuple[float, float, dict]:
     front = json.loads((out / "search" / "pareto.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
-    return min(p["error_deg"] for p in front), manifest["mean_gaze_error_deg"], manifest
+    return (min(p[f"error_{unit}"] for p in front), manifest[f"mean_gaze_error_{unit}"],
+            manifest)
+
+
+def _json_keys(out: Path) -> set[str]:
+    """Every key of every JSON / JSONL file a run wrote, at any depth."""
+    keys: set[str] = set()
+
+    def walk(x) -> None:
+        if isinstance(x, dict):
+            keys.update(x)
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    for path in out.rglob("*.json"):
+        walk(json.loads(path.read_text()))
+    for path in out.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            walk(json.loads(line))
+    return keys
+
+
+def _assert_errors_named(out: Path, unit: str, other: str) -> None:
+    """The run's error fields carry the task's unit, never the other task's."""
+    key = f"error_{unit}"
+    search = out / "search"
+    front = json.loads((search / "pareto.json").read_text())
+    picks = [b for b in json.loads((search / "best_per_budget.json").read_text())
+             if b.get("arch_id")]
+    assert front and picks and all(key in p for p in front + picks)
+    assert json.loads((search / "summary.json").read_text())["objectives"][0] == key
+    assert key in (search / "pareto.csv").read_text().splitlines()[0].split(",")
+    card = json.loads(next((out / "export").glob("*/card.json")).read_text())
+    assert {key, f"error_inherited_{unit}", f"error_finetuned_{unit}"} <= set(card)
+    assert not [k for k in _json_keys(out) if f"_{other}" in k]
+    report = (out / "report.md").read_text()
+    assert f"error ({unit})" in report and f"({other})" not in report
 
 
 # ---------------------------------------------------------------------- end to end
@@ -68,9 +107,10 @@ def test_synthetic_face_runs_end_to_end_below_the_mean_gaze_error(tmp_path):
                                         "options": {"size": 32}},
                   train={"epochs": 3}, search={"head_refit_images": 512})
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
-    best, mean, manifest = _best_and_mean(tmp_path / "out")
-    assert manifest["error_unit"] == "deg"
+    best, mean, manifest = _best_and_mean(tmp_path / "out", "deg")
+    assert manifest["error_unit"] == "deg" and manifest["error_key"] == "error_deg"
     assert best < 0.8 * mean, (best, mean)
+    _assert_errors_named(tmp_path / "out", "deg", "cm")
 
 
 def test_synthetic_pog_runs_end_to_end_in_cm_with_named_inputs(tmp_path):
@@ -80,10 +120,11 @@ def test_synthetic_pog_runs_end_to_end_in_cm_with_named_inputs(tmp_path):
                   train={"epochs": 3, "batch_size": 32}, search={"head_refit_images": 512})
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
-    best, mean, manifest = _best_and_mean(out)
-    assert manifest["error_unit"] == "cm"
+    best, mean, manifest = _best_and_mean(out, "cm")
+    assert manifest["error_unit"] == "cm" and manifest["error_key"] == "error_cm"
     assert best < 0.85 * mean, (best, mean)  # 96 steps on 1024 samples: learning, not done
-    assert "cm" in (out / "report.md").read_text().split("## Best")[0]
+    assert "distance" in (out / "report.md").read_text().split("## Best")[0]
+    _assert_errors_named(out, "cm", "deg")
     card_path = next((out / "export").glob("*/card.json"))
     card = json.loads(card_path.read_text())
     assert card["output"]["error_unit"] == "cm"
@@ -103,7 +144,7 @@ def test_gazecapture_fixture_runs_end_to_end_on_a_pog_space(tmp_path):
     splits = load_splits(load_config(cfg), lambda _m: None)
     assert set(splits.train_x) == set(POG_INPUTS) and len(splits.val_y) == 20
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
-    best, _, manifest = _best_and_mean(tmp_path / "out")
+    best, _, manifest = _best_and_mean(tmp_path / "out", "cm")
     assert np.isfinite(best) and manifest["error_unit"] == "cm"
 
 
@@ -119,7 +160,7 @@ def test_head_pose_input_fuses_face_and_head_pose_end_to_end(tmp_path):
                   train={"epochs": 3}, search={"head_refit_images": 512})
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
-    best, mean, _ = _best_and_mean(out)
+    best, mean, _ = _best_and_mean(out, "deg")
     assert best < 0.8 * mean, (best, mean)
     card_path = next((out / "export").glob("*/card.json"))
     sess = ort.InferenceSession(str(card_path.parent / "model.onnx"),
@@ -141,6 +182,52 @@ def test_head_pose_space_on_data_without_head_pose_is_one_line(tmp_path):
 @pytest.fixture
 def pog_space(tmp_path) -> SearchSpace:
     return SearchSpace.load(_write(tmp_path, "tiny_pog.yaml", TINY_POG))
+
+
+def test_error_keys_carry_the_task_unit():
+    from nas.gaze.tasks import get_task
+
+    gaze, pog = get_task("gaze3d"), get_task("pog2d")
+    assert (gaze.error_key, pog.error_key) == ("error_deg", "error_cm")
+    assert pog.key("error_inherited") == "error_inherited_cm"
+    assert gaze.key("error", "inherited") == "error_deg_inherited"
+    assert pog.error_label == "distance (cm)"
+
+
+def test_a_pog_cache_row_without_error_cm_is_evaluated_again(pog_space, tmp_path):
+    """A pog2d row written before errors were named by unit holds cm under `error_deg`:
+    it is a cache miss (evaluated anew), never read as the error nor a missing-key crash."""
+    from nas.evaluation import SubnetEvaluator
+    from nas.gaze.data import GazeSplits
+    from nas.io import append_jsonl
+    from nas.supernet import build_supernet
+
+    rng = np.random.default_rng(0)
+
+    def images(n: int) -> dict:
+        return {"face": rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
+                "left_eye": rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8),
+                "right_eye": rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8),
+                "face_grid": (rng.random((n, 25, 25)) > 0.5).astype(np.uint8)}
+
+    labels = rng.normal(0, 5, (16, 2)).astype(np.float32)
+    splits = GazeSplits(images(8), labels[:8], images(8), labels[8:], "fp")
+    torch.manual_seed(0)
+    net = build_supernet(pog_space).eval()
+    arch = pog_space.smallest()
+    cache = tmp_path / "eval_cache.jsonl"
+    append_jsonl(cache, {"arch_id": arch.arch_id, "arch": arch.to_string(), "error_deg": 99.0,
+                         "params": 1, "macs": 1, "tag": "t"})
+    ev = SubnetEvaluator(net, pog_space, splits, recal_images=8, cache_path=cache,
+                         cache_tag="t")
+    assert ev.cached(arch) is None
+    row = ev.evaluate(arch)
+    assert "_reused" not in row and "error_deg" not in row
+    assert np.isfinite(row["error_cm"]) and row["error_cm"] != 99.0
+    again = SubnetEvaluator(net, pog_space, splits, recal_images=8, cache_path=cache,
+                            cache_tag="t")  # the new row is the one read back
+    assert again.evaluate(arch)["error_cm"] == row["error_cm"]
+    assert again.evaluate(arch)["_reused"]
 
 
 def _random_input(space, arch, n=4, seed=0):

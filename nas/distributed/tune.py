@@ -88,13 +88,14 @@ def _trial(config: dict, spec=None, blob: bytes | None = None, arch_text: str = 
 
     def on_epoch(epoch: int, net: torch.nn.Module) -> None:
         err = ev.error_of(net, arch)
-        metrics = {"error_deg": err, "epoch": epoch + 1}
+        metrics = {ev.task.error_key: err, "epoch": epoch + 1}
         if epoch + 1 < ft.epochs:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({"state_dict": {k: v.contiguous() for k, v in net.state_dict().items()},
-                        "error_deg": err, "finetune": asdict(ft)}, Path(tmp) / SUBNET_FILE)
+                        ev.task.error_key: err, "finetune": asdict(ft)},
+                       Path(tmp) / SUBNET_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     with tempfile.TemporaryDirectory() as work:
@@ -102,7 +103,8 @@ def _trial(config: dict, spec=None, blob: bytes | None = None, arch_text: str = 
                         on_epoch=on_epoch)
 
 
-def _trial_rows(grid) -> list[dict]:
+def _trial_rows(grid, err_key: str) -> list[dict]:
+    """One row per Tune trial: its settings and last reported error (`err_key`)."""
     rows = []
     for r in grid:
         if r.error is not None and not r.metrics:
@@ -112,7 +114,7 @@ def _trial_rows(grid) -> list[dict]:
         epochs_run = int((r.metrics or {}).get("epoch", 0))
         rows.append({"lr": float(cfg["lr"]), "epochs": int(cfg["epochs"]),
                      "kd_weight": float(cfg["kd_weight"]), "epochs_run": epochs_run,
-                     "error_deg": round(float(r.metrics["error_deg"]), 5),
+                     err_key: round(float(r.metrics[err_key]), 5),
                      "stopped_early": epochs_run < int(cfg["epochs"]),
                      "_checkpoint": r.checkpoint})
     return rows
@@ -159,6 +161,7 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
     ev = build_evaluator(sup, splits, recal_images=spec.recal_images,
                          val_images=spec.val_images, threads=1, space=space,
                          head_refit_images=spec.head_refit_images)
+    task = ev.task
     base = asdict(cfg.finetune)
     blob = supernet_blob(spec)  # trials on other machines need no shared file system
     records = []
@@ -169,11 +172,11 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
         import torch
 
         from nas.export import export_subnet
-        from nas.finetune import FINETUNE_FORMAT, FinetuneConfig
+        from nas.finetune import FINETUNE_FORMAT, FinetuneConfig, card_errors
 
         for arch in targets:
             t0 = time.perf_counter()
-            inherited = ev.evaluate(arch)["error_deg"]
+            inherited = ev.evaluate(arch)[task.error_key]
             trainable = tune.with_resources(
                 tune.with_parameters(_trial, spec=spec, blob=blob, arch_text=arch.to_string(),
                                      base=base, seed=cfg.seed), {"cpu": 1})
@@ -183,7 +186,7 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
                              "epochs": tune.choice(list(range(1, settings.max_epochs + 1))),
                              "kd_weight": tune.choice([float(k) for k in settings.kd_weights])},
                 tune_config=tune.TuneConfig(
-                    metric="error_deg", mode="min", num_samples=settings.samples,
+                    metric=task.error_key, mode="min", num_samples=settings.samples,
                     search_alg=BasicVariantGenerator(random_state=cfg.seed,
                                                      max_concurrent=workers),
                     scheduler=ASHAScheduler(time_attr="training_iteration",
@@ -195,13 +198,13 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
             log(f"tune: {arch.arch_id}: {settings.samples} trials on {workers} workers "
                 f"(lr {settings.lr_min:g}-{settings.lr_max:g}, epochs 1-{settings.max_epochs}, "
                 f"kd {list(settings.kd_weights)}), ASHA")
-            trials = _trial_rows(tuner.fit())
+            trials = _trial_rows(tuner.fit(), task.error_key)
             done = [t for t in trials if t.get("_checkpoint") is not None
                     and not t["stopped_early"]]
             if not done:
                 raise RuntimeError(f"no Tune trial of {arch.arch_id} finished: "
                                    + "; ".join(t.get("error", "?") for t in trials)[:400])
-            best = min(done, key=lambda t: (t["error_deg"], t["lr"], t["epochs"],
+            best = min(done, key=lambda t: (t[task.error_key], t["lr"], t["epochs"],
                                             t["kd_weight"]))
             with best["_checkpoint"].as_directory() as d:
                 ck = torch.load(Path(d) / SUBNET_FILE, map_location="cpu", weights_only=True)
@@ -212,7 +215,8 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
             ft = FinetuneConfig(**ck["finetune"])
             chosen = {"lr": best["lr"], "epochs": best["epochs"], "kd_weight": best["kd_weight"]}
             rec = {"arch_id": arch.arch_id, "arch": arch.to_string(),
-                   "error_inherited": inherited, "error_finetuned": err, **chosen,
+                   "error_inherited": inherited, "error_finetuned": err,
+                   "error_unit": task.unit, **chosen,
                    "n_trials": len(trials),
                    "stopped_early": sum(bool(t.get("stopped_early")) for t in trials),
                    "seconds": round(time.perf_counter() - t0, 1),
@@ -230,9 +234,7 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
                 better = err < inherited
                 card = export_subnet(net if better else ev.subnet(arch), space,
                                      out / arch.arch_id, extra={
-                                         "error_deg": min(err, inherited),
-                                         "error_inherited_deg": inherited,
-                                         "error_finetuned_deg": err,
+                                         **card_errors(task, inherited, err),
                                          "weights": "finetuned" if better else "inherited",
                                          "finetune": asdict(ft),
                                          "tuned_by": "ray-tune ASHA", "tune": chosen})
@@ -240,7 +242,7 @@ def tune_finetune(run_dir: str | Path, archs: Sequence[str] = (), *,
                 rec["weights"] = card["weights"]
             records.append(rec)
             log(f"tune: {arch.arch_id} chose lr {best['lr']:.2e}, {best['epochs']} epoch(s), "
-                f"kd {best['kd_weight']:g}: {inherited:.2f} -> {err:.2f} deg "
+                f"kd {best['kd_weight']:g}: {inherited:.2f} -> {task.format(err)} "
                 f"({len(trials)} trials, {rec['stopped_early']} stopped early by ASHA, "
                 f"{rec['seconds']:.0f} s)")
             atomic_write_json(out / "summary.json", {"settings": asdict(settings),
@@ -298,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for r in recs:
         print(f"{r['arch_id']}: lr {r['lr']:.2e}, {r['epochs']} epoch(s), kd {r['kd_weight']:g}"
-              f" -> {r['error_finetuned']:.2f} deg (inherited {r['error_inherited']:.2f})")
+              f" -> {r['error_finetuned']:.2f} {r['error_unit']} "
+              f"(inherited {r['error_inherited']:.2f})")
     return 0
 
 

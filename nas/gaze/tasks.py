@@ -115,6 +115,23 @@ class Task:
     def format(self, value: float) -> str:
         return f"{value:.2f} {self.unit}"
 
+    def key(self, stem: str, suffix: str = "") -> str:
+        """A run-file field holding an error of this task, named with its unit so a number
+        in cm is never read as degrees: key("error_inherited") -> error_inherited_deg
+        (gaze3d) or error_inherited_cm (pog2d); `suffix` goes after the unit."""
+        return f"{stem}_{self.unit}" + (f"_{suffix}" if suffix else "")
+
+    @property
+    def error_key(self) -> str:
+        """The error field of eval-cache rows, trials, fronts and budget picks (gaze3d
+        `error_deg`, pog2d `error_cm`)."""
+        return self.key("error")
+
+    @property
+    def error_label(self) -> str:
+        """The error as an axis or column title, e.g. "angular error (deg)"."""
+        return f"{self.metric_name} ({self.unit})"
+
 
 TASKS: dict[str, Task] = {}
 

@@ -1,6 +1,7 @@
 """Several devices in one search: the error plus one latency per device, as the objectives
-`error_deg, latency_ms@<device>, ...`. Errors do not depend on the device, so one trial (one
-evaluation) serves every device, and each device's outputs are made from the same rows.
+`error_deg, latency_ms@<device>, ...` (the error is the task's `error_key`: `error_cm` for
+pog2d). Errors do not depend on the device, so one trial (one evaluation) serves every
+device, and each device's outputs are made from the same rows.
 
 What `write_device_outputs` writes, from the trial rows alone (so a resume rewrites it):
 
@@ -27,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.errors import safe_name
+from nas.gaze.tasks import Task
 from nas.io import atomic_write_json
 from nas.search.outputs import HV_RULE, entry, write_front_files, write_outputs
 from nas.search.pareto import hypervolume, non_dominated_mask
@@ -89,8 +91,8 @@ def good_on_all(F: np.ndarray, candidates: Sequence[int], slack: float = GOOD_SL
 def write_device_outputs(out_dir: str | Path, rows: list[dict], *,
                          budgets: Mapping[str, Sequence[float]], objectives: Sequence[str],
                          meta: dict | None = None, hv_ref: Sequence[float] | None = None,
-                         hv_rule: str | None = None, extra: dict | None = None
-                         ) -> dict[str, Any]:
+                         hv_rule: str | None = None, extra: dict | None = None,
+                         task: Task | None = None) -> dict[str, Any]:
     """Each device's outputs under devices/<device>/ plus the joint ones (module docstring).
     Returns {"front": joint set, "best_per_budget": every device's picks, "summary",
     "devices": {device: that device's {"front", "best_per_budget", "summary"}},
@@ -110,7 +112,7 @@ def write_device_outputs(out_dir: str | Path, rows: list[dict], *,
                             budgets=list(budgets.get(key, ())),
                             objectives=(err_key, LATENCY), meta={**(meta or {}), "device": dev},
                             hv_ref=None if hv_ref is None else (hv_ref[0], hv_ref[i]),
-                            hv_rule=hv_rule, extra=extra)
+                            hv_rule=hv_rule, extra=extra, task=task)
         per[dev] = res
         best += [{"device": dev, **b} for b in res["best_per_budget"]]
 
@@ -144,7 +146,8 @@ def write_device_outputs(out_dir: str | Path, rows: list[dict], *,
     atomic_write_json(out_dir / "good_on_all.json", good)
     write_front_files(out_dir, front, best, summary, objectives)
     plot_devices(out_dir / "pareto.png", F, labels, list(idx), [i for i, _ in good_idx],
-                 {d: r["best_per_budget"] for d, r in per.items()}, meta or {})
+                 {d: r["best_per_budget"] for d, r in per.items()}, meta or {}, err_key,
+                 task)
     return {"front": front, "best_per_budget": best, "summary": summary,
             "devices": {d: {k: r[k] for k in ("front", "best_per_budget", "summary")}
                         for d, r in per.items()},

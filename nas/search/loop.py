@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import UserError
+from nas.gaze.tasks import get_task
 from nas.io import atomic_write_text, json_hash
-from nas.search.devices import write_device_outputs
+from nas.search.devices import LATENCY, write_device_outputs
 from nas.search.executors import Executor, SequentialExecutor
 from nas.search.outputs import write_outputs
 from nas.search.pareto import non_dominated_mask
@@ -40,7 +41,7 @@ def run_search(space: SearchSpace, strategy: Strategy,
                evaluate: Callable[[Arch], dict] | None, *,
                evals: int, budgets: Sequence[float] | Mapping[str, Sequence[float]],
                out_dir: str | Path,
-               objectives: Sequence[str] = ("error_deg", "latency_ms"), batch: int = 8,
+               objectives: Sequence[str] | None = None, batch: int = 8,
                log: Callable[[str], Any] = print, meta: dict | None = None,
                resume: bool = True, hv_ref: Sequence[float] | None = None,
                progress_every: float = 5.0, restart_if_changed: bool = False,
@@ -49,7 +50,8 @@ def run_search(space: SearchSpace, strategy: Strategy,
     """Search until `evals` trials exist in `out_dir`, then write the Pareto artifacts.
 
     `objectives` are minimised keys of evaluate()'s dict: error first, then latency (budgets
-    apply to it). Several latencies (one per device, `nas.search.devices`) make a
+    apply to it); default the space's task's error key (`error_deg`, pog2d `error_cm`) and
+    `latency_ms`. Several latencies (one per device, `nas.search.devices`) make a
     k-objective search: `budgets` then maps each latency key to its budgets, and the outputs
     are each device's front and picks plus the joint Pareto set (`write_device_outputs`).
     A trial is infeasible when evaluate returns `feasible: False` or a non-finite objective;
@@ -63,7 +65,8 @@ def run_search(space: SearchSpace, strategy: Strategy,
     "summary"} as written to disk, plus "meta" and "resumed_complete" (True when `out_dir`
     already held all `evals` trials).
     """
-    objectives = tuple(objectives)
+    task = get_task(space.task)
+    objectives = tuple(objectives or (task.error_key, LATENCY))
     by_objective = budgets_by_objective(objectives, budgets)
     if len(objectives) == 2 and isinstance(budgets, Mapping):
         budgets = by_objective[objectives[1]]
@@ -140,7 +143,7 @@ def run_search(space: SearchSpace, strategy: Strategy,
     elapsed = time.perf_counter() - t_start
     write = write_outputs if len(objectives) == 2 else write_device_outputs
     result = write(out_dir, rows, budgets=budgets if len(objectives) == 2 else by_objective,
-                   objectives=objectives, meta=meta, hv_ref=hv_ref, hv_rule=hv_rule,
+                   objectives=objectives, meta=meta, hv_ref=hv_ref, hv_rule=hv_rule, task=task,
                    extra={"strategy": strategy.name, "meta_hash": mhash,
                           "evals": evals, "evaluated_this_run": n_new,
                           "seconds_this_run": round(elapsed, 3)})

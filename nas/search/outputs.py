@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas.errors import UserError
+from nas.gaze.tasks import Task
 from nas.io import atomic_write_json, atomic_write_text
 from nas.search.pareto import best_under_budget, hypervolume_2d, non_dominated_mask
 from nas.search.plot import plot_front
@@ -39,10 +40,11 @@ def write_front_files(out_dir: Path, front: list[dict], best: list[dict], summar
 
 
 def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[float],
-                  objectives: Sequence[str] = ("error_deg", "latency_ms"),
-                  meta: dict | None = None, hv_ref: Sequence[float] | None = None,
-                  hv_rule: str | None = None, extra: dict | None = None) -> dict[str, Any]:
-    """pareto.{json,csv,png}, best_per_budget.json and summary.json from trial rows."""
+                  objectives: Sequence[str], meta: dict | None = None,
+                  hv_ref: Sequence[float] | None = None, hv_rule: str | None = None,
+                  extra: dict | None = None, task: Task | None = None) -> dict[str, Any]:
+    """pareto.{json,csv,png}, best_per_budget.json and summary.json from trial rows;
+    `objectives` = (error key, latency key); `task` titles the plot's error axis."""
     out_dir = Path(out_dir)
     err_key, lat_key = objectives
     feas, F = feasible_matrix(rows, objectives)
@@ -78,7 +80,7 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
     summary.update(extra or {})
 
     write_front_files(out_dir, front, best, summary, objectives)
-    plot_front(out_dir / "pareto.png", F, front, best, objectives, meta or {})
+    plot_front(out_dir / "pareto.png", F, front, best, objectives, meta or {}, task=task)
     return {"front": front, "best_per_budget": best, "summary": summary}
 
 

@@ -11,12 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
+from nas.gaze.tasks import Task
 from nas.io import atomic_write_bytes
 from nas.search.trials import TRIALS, feasible_matrix, read_trials
 
 
 def replot(out_dir: str | Path, markers: Sequence[dict],
-           retrained: Sequence[dict] = ()) -> Path:
+           retrained: Sequence[dict] = (), task: Task | None = None) -> Path:
     """Redraw a finished search's pareto.png with extra labelled points (e.g. hand-designed
     baselines: dicts with `name` and the two objective keys) and, optionally, the front's
     subnets re-measured another way (e.g. trained from scratch, timed end to end)."""
@@ -27,12 +28,14 @@ def replot(out_dir: str | Path, markers: Sequence[dict],
     front = json.loads((out_dir / "pareto.json").read_text())
     best = json.loads((out_dir / "best_per_budget.json").read_text())
     path = out_dir / "pareto.png"
-    plot_front(path, F, front, best, objectives, summary.get("meta") or {}, markers, retrained)
+    plot_front(path, F, front, best, objectives, summary.get("meta") or {}, markers, retrained,
+               task)
     return path
 
 
 def plot_devices(path: Path, F: np.ndarray, devices: Sequence[str], joint: Sequence[int],
-                 good: Sequence[int], best: dict[str, list[dict]], meta: dict) -> None:
+                 good: Sequence[int], best: dict[str, list[dict]], meta: dict,
+                 err_key: str, task: Task | None = None) -> None:
     """A several-device search on one page: a panel per device with every trial, that
     device's own front, the joint Pareto set (optimal over all devices at once), the subnets
     good on all devices, and the device's budgets with their picks."""
@@ -64,11 +67,11 @@ def plot_devices(path: Path, F: np.ndarray, devices: Sequence[str], joint: Seque
             color = f"C{(j % 6) + 3}"
             ax.axvline(b["budget_ms"], ls="--", lw=1, color=color, zorder=1)
             if b.get("arch_id"):
-                ax.scatter([b["latency_ms"]], [b["error_deg"]], s=140, facecolors="none",
+                ax.scatter([b["latency_ms"]], [b[err_key]], s=140, facecolors="none",
                            edgecolors=color, linewidths=1.6, zorder=5)
         ax.set_title(dev, fontsize=9)
         ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("angular error (deg)")
+        ax.set_ylabel(error_label(err_key, task))
         ax.grid(alpha=0.3)
         if d == 0 and len(F):
             ax.legend(loc="upper right", fontsize=7)
@@ -81,7 +84,7 @@ def plot_devices(path: Path, F: np.ndarray, devices: Sequence[str], joint: Seque
 
 def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
                objectives: Sequence[str], meta: dict, markers: Sequence[dict] = (),
-               retrained: Sequence[dict] = ()) -> None:
+               retrained: Sequence[dict] = (), task: Task | None = None) -> None:
     """Every trial light, the front as a step line, budgets dashed with their pick circled,
     `markers` (baselines) as labelled crosses. Uses the Agg canvas directly: no pyplot
     state, no switch of the caller's backend."""
@@ -108,7 +111,8 @@ def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
         x, y = b[lat_key], b[err_key]
         ax.scatter([x], [y], s=170, facecolors="none", edgecolors=color, linewidths=1.8,
                    zorder=4)
-        ax.annotate(f"\u2264 {b['budget_ms']:g} ms: {y:.2f}\u00b0\n{b['arch_id']}", (x, y),
+        err = task.format(y) if task else f"{y:.2f}"
+        ax.annotate(f"\u2264 {b['budget_ms']:g} ms: {err}\n{b['arch_id']}", (x, y),
                     xytext=(8, 8), textcoords="offset points", fontsize=7, color=color,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
                           "alpha": 0.85}, zorder=5)
@@ -124,7 +128,7 @@ def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
     if markers:
         ax.set_xscale("log")
     ax.set_xlabel("latency (ms)" if lat_key == "latency_ms" else lat_key)
-    ax.set_ylabel("angular error (deg)" if err_key == "error_deg" else err_key)
+    ax.set_ylabel(error_label(err_key, task))
     where = [f"{k} {meta[k]}" for k in ("space", "device") if meta.get(k)]
     ax.set_title("Pareto front" + (": " + ", ".join(where) if where else ""))
     ax.grid(alpha=0.3)
@@ -133,3 +137,9 @@ def plot_front(path: Path, F: np.ndarray, front: list[dict], best: list[dict],
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def error_label(err_key: str, task: Task | None) -> str:
+    """The error axis title: the task's metric and unit; the bare key when no task is known
+    (a plot redrawn from files alone)."""
+    return task.error_label if task else err_key
