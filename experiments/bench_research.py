@@ -3,11 +3,11 @@ trained run on a NEW latency table as good as a fresh search, and fast enough?
 
 In one invocation, on this machine:
 
-  re-search  what a user runs when the hardware changes, timed end to end as subprocesses:
-             `gaze-nas search --run RUN --lut NEW --warm-start --evals E --json`, then
-             `gaze-nas export` of every distinct best-per-budget pick; wall clock from the
-             search's start to the last exported file, split into startup + data load,
-             search (evaluator build, warm-start re-ranking, loop, outputs) and export.
+  re-search  what a user runs when the hardware changes, timed end to end as one process:
+             `gaze-nas search --run RUN --lut NEW --warm-start --screen S --evals E --export
+             DIR --json` (the search, then every distinct best-per-budget pick exported);
+             wall clock from the start to the last exported file, split into startup + data
+             load, search (evaluator build, warm-start re-ranking, loop, outputs) and export.
   fresh      the reference: `gaze-nas search --no-warm-start --evals 160` on the same table,
              strategy, seed and (automatic) budgets, with a COLD error cache.
 
@@ -109,36 +109,38 @@ def split_search_log(stderr: str) -> dict[str, float | None]:
 
 def research(warm: Path, lut: Path, out: Path, logs: Path,
              a: argparse.Namespace) -> dict[str, Any]:
-    """The timed part: the re-search and the export of each distinct pick."""
+    """The timed part: one `gaze-nas search --export` process (re-search, then each
+    distinct pick exported in the same process)."""
     common = ["--lut", str(lut), "--evals", str(a.evals), "--seed", str(a.seed),
-              "--strategy", a.strategy, "--json"]
+              "--strategy", a.strategy, "--screen", str(a.screen), "--json"]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     stdout, search_wall = run_cli(["search", "--run", str(warm), "--warm-start", "--out",
-                                   str(out / "search"), *common], logs / "research-search.log",
-                                  ok=(0, 3))
+                                   str(out / "search"), "--export", str(out / "export"),
+                                   *common], logs / "research-search.log", ok=(0, 3))
     js = json.loads(stdout)
     exports = []
-    for arch_id in distinct_picks(js["best_per_budget"]):
-        d = out / "export" / arch_id
-        _, dt = run_cli(["export", "--run", str(warm), "--arch", arch_id, "--out", str(d)],
-                        logs / f"research-export-{arch_id}.log")
+    for e in js["exported"]:
+        d = Path(e["path"])
         missing = [f for f in ("model.onnx", "model.pt", "card.json") if not (d / f).is_file()]
         if missing:
-            raise SystemExit(f"bench_research: export of {arch_id} wrote no {missing}")
-        exports.append({"arch_id": arch_id, "seconds": round(dt, 2)})
+            raise SystemExit(f"bench_research: export of {e['arch_id']} wrote no {missing}")
+        exports.append({"arch_id": e["arch_id"]})
+    if {e["arch_id"] for e in exports} != set(distinct_picks(js["best_per_budget"])):
+        raise SystemExit("bench_research: the exports are not the budgets' picks")
     wall = time.perf_counter() - t0
     loop = split_search_log((logs / "research-search.log").read_text())["loop_s"]
     seeds = json.loads((out / "search" / "seeds.json").read_text())["seeds"]
+    search_s = round(js["seconds"] - js["export_seconds"], 2)
     return {
         "wall_s": round(wall, 2),
         "split_s": {"startup_and_data_load": round(search_wall - js["seconds"], 2),
-                    "search": js["seconds"],
+                    "search": search_s,
                     "search_loop": loop,
-                    "search_evaluator_warmstart_outputs": (round(js["seconds"] - loop, 2)
+                    "search_evaluator_warmstart_outputs": (round(search_s - loop, 2)
                                                            if loop is not None else None),
-                    "export": round(sum(e["seconds"] for e in exports), 2)},
-        "search_process_s": round(search_wall, 2), "exports": exports,
+                    "export": js["export_seconds"]},
+        "search_process_s": round(search_wall, 2), "exports": exports, "screen": a.screen,
         "n_trials": js["n_trials"], "evaluated_now": js["evaluated_now"],
         "reused": js["n_trials"] - js["evaluated_now"], "warm_start_seeds": len(seeds),
         "front_size": js["front_size"], "hv_reported": js["hypervolume"],
@@ -193,6 +195,8 @@ def main() -> int:
     ap.add_argument("--fresh-evals", type=int, default=ISSUE_FRESH_EVALS,
                     help="evaluations of the fresh reference search (the issue's: 160)")
     ap.add_argument("--strategy", default="evolution")
+    ap.add_argument("--screen", type=int, default=8,
+                    help="the re-search's --screen (0: no error predictor)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None,
                     help="override search.threads in the copies (default: the run's)")
@@ -284,8 +288,8 @@ def main() -> int:
           f"subnets) + export of {rs['distinct_picks']} distinct pick(s): {rs['wall_s']:.1f} s")
     print(f"  startup + data load {sp['startup_and_data_load']:.1f} s | search {sp['search']:.1f}"
           f" s (loop {sp['search_loop']} s: {rs['evaluated_now']} evaluated now, "
-          f"{rs['reused']} reused from the cache) | export {sp['export']:.1f} s "
-          f"({', '.join(str(e['seconds']) for e in rs['exports'])})")
+          f"{rs['reused']} reused from the cache; screen {rs['screen']}) | export "
+          f"{sp['export']:.1f} s")
     print(f"  load average (1 min) {rs['loadavg_1min'][0]:.2f} -> {rs['loadavg_1min'][1]:.2f}"
           f" on {report['machine']['cores']} cores")
     print(f"fresh search ({a.fresh_evals} evals, cold cache): {fr['wall_s']:.1f} s, "

@@ -246,6 +246,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     tag = a.strategy.replace(":", "_").replace(".", "_")
     stem = "+".join(Path(p).stem for p in a.lut)
     out = _writable_dir(Path(a.out or run_dir / f"search-{stem}-{tag}"), "--out")
+    export_dir = _writable_dir(Path(a.export), "--export") if a.export else None
     splits = _run_splits(run_dir, cfg, meta)
     t0 = time.perf_counter()
     with ExitStack() as locks:  # the run folder (its evaluation cache) and the output folder
@@ -254,6 +255,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             locks.enter_context(RunLock(out))
         res = run_search_stage(space, sup, splits, devices, out, strategy=a.strategy,
                                options=opts, warm_start=a.warm_start,
+                               screen=s.screen if a.screen is None else a.screen,
                                evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
                                recal_images=s.recal_images, val_images=s.val_images,
                                threads=s.threads, log=log, executor=executor,
@@ -262,6 +264,9 @@ def cmd_search(a: argparse.Namespace) -> int:
                                ray=replace(cfg.ray, address=a.ray_address or cfg.ray.address),
                                spec=(evaluator_spec(sup, cfg, splits.fingerprint)
                                      if executor == "ray" else None))
+        t_export = time.perf_counter()
+        exported = (_export_picks(space, res, export_dir, devices) if export_dir else None)
+        t_export = time.perf_counter() - t_export
     unmet = [f"{b['device']}:{b['budget_ms']:g}" if "device" in b else b["budget_ms"]
              for b in res["best_per_budget"] if not b.get("arch_id")]
     if a.json:  # for pipelines: one JSON object on stdout; exit 3 if a budget was not met
@@ -271,6 +276,8 @@ def cmd_search(a: argparse.Namespace) -> int:
                           "evaluated_now": sm.get("evaluated_this_run"),
                           "seconds": round(time.perf_counter() - t0, 2),
                           "best_per_budget": res["best_per_budget"], "unmet_budgets_ms": unmet,
+                          **({"exported": exported, "export_seconds": round(t_export, 2)}
+                             if exported is not None else {}),
                           **_devices_summary(res, out)}))
         return 3 if unmet else 0
     print(f"{out / 'pareto.json'}: {len(res['front'])} Pareto-optimal subnets in "
@@ -283,11 +290,23 @@ def cmd_search(a: argparse.Namespace) -> int:
                   f"{task.format(b[task.error_key])}, {b['latency_ms']:.3f} ms")
         else:
             print(f"  {where}<= {b['budget_ms']} ms: none ({b.get('reason', '')})")
+    for e in exported or []:
+        print(f"  exported {e['arch_id']} -> {e['path']}")
     if "good_on_all" in res:
         print(f"  good on all {len(res['devices'])} devices: "
               + (", ".join(g["arch_id"] for g in res["good_on_all"]) or "none")
               + f" ({out / 'good_on_all.json'})")
     return 0
+
+
+def _export_picks(space, res: dict, root: Path, devices) -> list[dict]:
+    """Each distinct best-per-budget subnet exported to ROOT/<arch_id>/ with its inherited
+    weights (as `gaze-nas export` would, without a process and a data load per subnet)."""
+    from nas.pipeline import export_best
+
+    cards = export_best(space, res, root, devices, log)
+    return [{"arch_id": c["arch_id"], "path": str(root / c["arch_id"]),
+             "macs": c["macs"]} for c in cards]
 
 
 def _devices_summary(res: dict, out: Path) -> dict:
@@ -517,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                     help="start from the subnets this supernet already evaluated, re-ranked "
                     "on the new table (their errors are free); on by default")
+    se.add_argument("--screen", type=_number("search.screen"), metavar="N",
+                    help="ask N x the candidates and measure those an error predictor "
+                    "(fitted on the cache and every result) expects to improve the front; "
+                    "0: off (default: the run's search.screen)")
+    se.add_argument("--export", metavar="DIR", help="then export each budget's best subnet "
+                    "(ONNX + torch + card) to DIR/<arch_id>/, in this process")
     se.add_argument("--storage", help="optuna-*: study storage URL, e.g. "
                     "sqlite:///study.db (default: optuna.db in the output folder)")
     se.add_argument("--evals", type=_number("search.evals"), default=160)

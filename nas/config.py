@@ -51,6 +51,8 @@ class SearchConfig:
     threads: int = 2
     executor: str = "sequential"  # sequential | ray: each batch on Ray workers (nas.distributed)
     workers: int = 2              # Ray evaluation workers with executor: ray (1 CPU each)
+    screen: int = 0               # > 0: ask this many x candidates, measure those an error
+                                  # predictor expects to improve the front (nas.search.screening)
 
 
 @dataclass
@@ -131,7 +133,7 @@ LIMITS: dict[str, Range] = {
     "search.budgets_ms": Range(0, None, lo_open=True), "search.recal_images": Range(1, MAX_IMAGES),
     "search.head_refit_images": Range(64, MAX_IMAGES, also=(0,)),
     "search.val_images": Range(1, MAX_IMAGES), "search.threads": Range(1, 256),
-    "search.workers": Range(1, 4096),
+    "search.workers": Range(1, 4096), "search.screen": Range(0, 1024),
     "finetune.epochs": Range(0, 10_000), "finetune.lr": Range(0, 10, lo_open=True),
     "finetune.batch_size": Range(2, MAX_IMAGES), "finetune.weight_decay": Range(0, 10),
     "finetune.warmup_steps": Range(0, 10**7), "finetune.kd_weight": Range(0, 1),

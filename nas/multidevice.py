@@ -78,6 +78,11 @@ class Devices:
         return {d: mine.get(d) or list(common) or auto_budgets(space, t, seed)
                 for d, t in zip(self.labels, self.tables)}
 
+    def latencies(self, space: SearchSpace, arch: Arch) -> tuple[float, ...]:
+        """The arch's predicted latency on each device, in objective order (what a
+        screened search scores candidates by before measuring their error)."""
+        return tuple(t.predict(space, arch) for t in self.tables)
+
     def hv_reference(self, space: SearchSpace, splits) -> tuple[float, ...]:
         """The fixed reference point: the mean-gaze error, then 1.1 x each table's
         prediction for the largest subnet (`nas.pipeline.hv_reference` per table)."""

@@ -300,8 +300,14 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                      log: Log, restart_if_changed: bool = False,
                      executor: str = "sequential", workers: int = 2, ray: Any = None,
                      spec: EvaluatorSpec | None = None, head_refit_images: int = 0,
-                     options: dict | None = None, warm_start: bool = False) -> dict:
+                     options: dict | None = None, warm_start: bool = False,
+                     screen: int = 0) -> dict:
     """Search with inherited-weight error and LUT latency; errors cached per supernet.
+
+    `screen` > 0 asks the strategy for `screen` x as many candidates as each batch needs
+    and evaluates those of largest predicted hypervolume gain (`nas.search.screening`),
+    the predictor fitted on every error told so far and, with `warm_start`, on the whole
+    error cache of the supernet.
 
     `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
     `nas.distributed.RayConfig`; default a private local Ray) built from `spec` (the run's
@@ -338,6 +344,8 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
         strat = Seeded(strat, seeds)
         log(f"search: warm start from {len(seeds)} subnets already evaluated on this "
             f"supernet, re-ranked on {devices.device} (their errors are reused)")
+    if screen:
+        strat = _screened(strat, ev, space, devices, splits, screen, warm_start, meta, log)
     runner = None
     if executor == "ray":
         from nas.distributed.executor import RayExecutor
@@ -363,6 +371,29 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
             runner.close()
     result["evaluator"] = ev
     return result
+
+
+def _screened(strat, ev, space: SearchSpace, devices, splits, oversample: int,
+              from_cache: bool, meta: dict, log: Log):
+    """`strat` screened by the error predictor (under its warm-start seeds, if any: seeds
+    are served first, unscreened). With `from_cache` the predictor also learns from the
+    supernet's whole error cache, as a re-search does; a fresh search learns only from
+    what it measures, so strategies compare on equal information."""
+    from nas.search.screening import Screened
+    from nas.search.strategy import Seeded
+
+    key = ev.task.error_key
+    rows = ([(space.parse(r["arch"]), r[key]) for r in ev.cache.values()
+             if np.isfinite(r.get(key, np.nan))] if from_cache else [])
+    inner = strat.inner if isinstance(strat, Seeded) else strat
+    screened = Screened(inner, rows, lambda a: devices.latencies(space, a),
+                        devices.hv_reference(space, splits), oversample=oversample)
+    meta["screen"] = {"oversample": oversample, "from_cache": from_cache}
+    log(f"search: screening {oversample}x candidates with an error predictor"
+        + (f" fitted on {len(rows)} cached errors" if rows else "") + " and every result")
+    if isinstance(strat, Seeded):
+        return Seeded(screened, strat.seeds)
+    return screened
 
 
 # What each stage leaves in the run folder, in pipeline order: when a stage's inputs change,
@@ -427,7 +458,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
                                       splits.fingerprint]
                                      + ([s.head_refit_images] if s.head_refit_images else [])
                                      + ([s.options, s.storage] if s.options or s.storage
-                                        else [])))
+                                        else [])
+                                     + ([s.screen] if s.screen else [])))
     with clock.stage("search") as info:
         res = run_search_stage(space, sup_path, splits, table, out / "search",
                                strategy=s.strategy, evals=s.evals, budgets=budgets,
@@ -435,7 +467,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
                                val_images=s.val_images, threads=s.threads, log=log,
                                restart_if_changed=True, executor=s.executor,
                                workers=s.workers, ray=cfg.ray,
-                               head_refit_images=s.head_refit_images,
+                               head_refit_images=s.head_refit_images, screen=s.screen,
                                options=strategy_options(s, space, cfg.seed, cfg.source),
                                spec=(evaluator_spec(sup_path, cfg, splits.fingerprint)
                                      if s.executor == "ray" else None))

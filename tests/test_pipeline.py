@@ -261,3 +261,29 @@ def test_re_search_on_a_new_table_warm_starts_from_cached_errors(tiny_run, tmp_p
     rc = main(["search", "--run", str(out), "--lut", str(lut), "--evals", "12", "--json",
                "--out", str(tmp_path / "s2"), "--budget-ms", "1e-6"])
     assert rc == 3 and json.loads(capsys.readouterr().out)["unmet_budgets_ms"] == [1e-6]
+
+
+def test_re_search_screens_and_exports_in_one_command(tiny_run, tmp_path, capsys):
+    """`--screen 4 --export DIR`: the predictor learns from the cache (rows frozen in the
+    search folder), every reported error is measured (the cache's or a new evaluation),
+    and each budget's pick is exported in the same process with a card and ONNX."""
+    out, _ = tiny_run
+    lut = next((out / "latency").glob("*.yaml"))
+    capsys.readouterr()
+    rc = main(["search", "--run", str(out), "--lut", str(lut), "--evals", "14", "--json",
+               "--screen", "4", "--out", str(tmp_path / "s"), "--export", str(tmp_path / "x")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = json.loads((tmp_path / "s" / "screen_rows.json").read_text())["rows"]
+    assert len(rows) >= 10
+    cache = {json.loads(line)["arch_id"]: json.loads(line) for line in
+             (out / "eval_cache.jsonl").read_text().splitlines()}
+    for p in json.loads((tmp_path / "s" / "pareto.json").read_text()):
+        assert cache[p["arch_id"]]["error_deg"] == pytest.approx(p["error_deg"], abs=1e-4)
+    picks = {b["arch_id"] for b in summary["best_per_budget"] if b.get("arch_id")}
+    assert picks and {e["arch_id"] for e in summary["exported"]} == picks
+    for e in summary["exported"]:
+        card = json.loads((Path(e["path"]) / "card.json").read_text())
+        assert card["weights"] == "inherited" and (Path(e["path"]) / "model.onnx").is_file()
+    state = json.loads((tmp_path / "s" / "strategy_state.json").read_text())
+    assert "screened" in json.dumps(state)
