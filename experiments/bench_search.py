@@ -9,6 +9,7 @@ union of every strategy's front at the largest count), by the best error under b
 Subnet errors are cached per supernet, so strategies that meet the same subnet pay once.
 
     python experiments/bench_search.py --run runs/quickstart --evals 80 160 320 --seeds 3
+    python experiments/bench_search.py ... --strategies evolution evolution+screen8  # screened
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def _matrix(rows: list[dict], err_key: str) -> np.ndarray:
     return F if len(F) else F.reshape(0, 2)
 
 
+def _variant(label: str) -> tuple[str, int]:
+    """`evolution+screen8` -> ("evolution", 8): a strategy screened by the error predictor
+    (learning only from its own results: no warm start, so every strategy sees the same)."""
+    name, _, extra = label.partition("+screen")
+    return name, int(extra) if extra else 0
+
+
 def _finite(F: np.ndarray) -> np.ndarray:
     return F[np.isfinite(F).all(axis=1)]
 
@@ -73,7 +81,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     for s in args.strategies:
-        check_strategy(s)
+        check_strategy(_variant(s)[0])
     run_dir = Path(args.run)
     sup, space, cfg, meta = _run_context(run_dir)
     task = get_task(space.task)
@@ -99,7 +107,8 @@ def main() -> int:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             d = out / name / f"seed{seed}"
-            res = run_search_stage(space, sup, splits, table, d, strategy=name,
+            base, screen = _variant(name)
+            res = run_search_stage(space, sup, splits, table, d, strategy=base, screen=screen,
                                    evals=runs_to[name],
                                    budgets=budgets, seed=seed, batch=s_cfg.get("batch", 8),
                                    recal_images=s_cfg.get("recal_images", 512),
