@@ -112,6 +112,11 @@ def main() -> int:
               f"median |gap| {ceil['median_abs_gap_deg']:.2f} deg; ground truth = mean of "
               f"{len(seeds)} seeds")
     scratch = [{"scratch_error": t, "macs": m} for t, m in zip(truth, macs)]
+    # The zero-cost baseline a supernet has to beat: "bigger is better", by MACs alone.
+    size = fidelity([-m for m in macs], truth)
+    report["macs_only"] = {k: size[k] for k in ("n", "kendall_tau", "spearman_rho")}
+    print(f"MACs alone (bigger = better): Kendall tau {size['kendall_tau']:.3f}, Spearman rho "
+          f"{size['spearman_rho']:.3f}")
     for spec in args.supernet:
         label, _, path = spec.partition("=")
         if not path:

@@ -83,6 +83,16 @@ class Devices:
         screened search scores candidates by before measuring their error)."""
         return tuple(t.predict(space, arch) for t in self.tables)
 
+    def fastest(self, space: SearchSpace) -> list[Arch]:
+        """Each device's fastest arch on its table (`nas.search.extremes`), once each."""
+        from nas.search.extremes import fastest_arch
+
+        out: dict[str, Arch] = {}
+        for t in self.tables:
+            a = fastest_arch(space, lambda arch, t=t: t.predict(space, arch))
+            out.setdefault(a.arch_id, a)
+        return list(out.values())
+
     def hv_reference(self, space: SearchSpace, splits) -> tuple[float, ...]:
         """The fixed reference point: the mean-gaze error, then 1.1 x each table's
         prediction for the largest subnet (`nas.pipeline.hv_reference` per table)."""

@@ -335,15 +335,19 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
     meta = {"space": space.name, "space_hash": space.space_hash(),
             "supernet": ev.supernet_hash, **devices.meta(), "strategy": strategy,
             "seed": seed, "budgets_ms": budgets, "tool_version": __version__}
-    strat = make_strategy(strategy, space, seed, **(options or {}))
-    if warm_start:
-        from nas.search.strategy import Seeded
+    from nas.search.strategy import Seeded
 
-        seeds = devices.warm_start(ev, space, Path(out_dir), cap=max(1, evals // 2))
-        meta["warm_start"] = json_hash([a.arch_id for a in seeds])
-        strat = Seeded(strat, seeds)
-        log(f"search: warm start from {len(seeds)} subnets already evaluated on this "
+    strat = make_strategy(strategy, space, seed, **(options or {}))
+    fast = devices.fastest(space)  # the device's fast end, which MACs do not find
+    meta["device_fastest"] = [a.arch_id for a in fast]
+    seeds = list(fast)
+    if warm_start:
+        warm = devices.warm_start(ev, space, Path(out_dir), cap=max(1, evals // 2))
+        meta["warm_start"] = json_hash([a.arch_id for a in warm])
+        seeds += warm
+        log(f"search: warm start from {len(warm)} subnets already evaluated on this "
             f"supernet, re-ranked on {devices.device} (their errors are reused)")
+    strat = Seeded(strat, seeds)
     if screen:
         strat = _screened(strat, ev, space, devices, splits, screen, warm_start, meta, log)
     runner = None
