@@ -457,3 +457,21 @@ def test_validation_sample_spans_the_size_range(tiny):
     archs = sample_archs(tiny, 8, seed=0)
     assert tiny.smallest() in archs and tiny.largest() in archs
     assert len({a.arch_id for a in archs}) == 8
+
+
+def test_validation_always_measures_the_tables_fastest_subnet(tiny_space):
+    """Searches seed the subnet the table predicts fastest, so the correction is fitted
+    (and judged) with it among the samples, in place of the last random one."""
+    from nas.latency.validate import sample_archs, with_table_fastest
+    from nas.search.extremes import fastest_arch
+
+    class Table:  # additive per-layer costs, as a LUT's raw sum
+        def predict(self, space, arch):
+            return sum(0.01 + 0.001 * op.kernel * w
+                       for w, ops in zip(arch.widths, arch.active_ops()) for op in ops)
+
+    archs = sample_archs(tiny_space, 8, 0)
+    got = with_table_fastest(Table(), tiny_space, archs)
+    fast = fastest_arch(tiny_space, lambda a: Table().predict(tiny_space, a))
+    assert len(got) == len(archs) and got[-1] == fast
+    assert len({a.arch_id for a in got}) == len(got)
