@@ -228,17 +228,19 @@ META = {"space": "tiny", "device": "synthetic-cpu"}
 
 
 class Counting:
-    """An evaluate callable that records calls and can be told to 'crash' at call k."""
+    """An evaluate callable (`f`, default `synthetic`) that records calls and can be told
+    to 'crash' at call k."""
 
-    def __init__(self, raise_at: int | None = None):
+    def __init__(self, raise_at: int | None = None, f=None):
         self.calls: list[str] = []
         self.raise_at = raise_at
+        self.f = f or synthetic
 
     def __call__(self, arch) -> dict:
         if self.raise_at is not None and len(self.calls) == self.raise_at:
             raise KeyboardInterrupt
         self.calls.append(arch.arch_id)
-        return synthetic(arch)
+        return self.f(arch)
 
 
 def search(out_dir, evaluate, evals=60, seed=0, strategy="evolution", **kw):

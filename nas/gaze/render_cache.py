@@ -2,8 +2,8 @@
 only on (seed, i), whatever the number of worker processes, and a rendered set is kept as
 one npz file named after the renderer's config fingerprint, so a second run loads it.
 
-The eye-patch renderer (`nas.gaze.synthetic`) has its own cache files; this is the same
-scheme for renderers whose samples are several named arrays.
+Every embedded renderer uses it: the eye patches (`nas.gaze.synthetic`, prefix `synth`),
+faces and point of gaze; a sample is a dict of named arrays.
 """
 
 from __future__ import annotations
@@ -53,11 +53,13 @@ def render_many(render_one: RenderOne, cfg: object, n: int, seed: int, workers: 
 
 def load_or_render(cache_dir: str | Path, prefix: str, fingerprint: str, render_one: RenderOne,
                    cfg: object, n: int, seed: int, workers: int = 1,
-                   log: Log | None = print) -> dict[str, np.ndarray]:
+                   log: Log | None = print, name: str | None = None) -> dict[str, np.ndarray]:
     """`prefix_<fingerprint>_<seed>_<n>.npz` from the cache, or rendered and cached
-    atomically (a file with other keys or shapes than a fresh render's is re-rendered)."""
+    atomically (a file with other keys or shapes than a fresh render's is re-rendered).
+    Log lines start with `name` (default: the prefix)."""
     say = log or (lambda _m: None)
-    path = Path(cache_dir) / f"{prefix}_{fingerprint}_{seed}_{n}.npz"
+    prefix_path, prefix = prefix, name or prefix
+    path = Path(cache_dir) / f"{prefix_path}_{fingerprint}_{seed}_{n}.npz"
     want = {k: (v.shape[1:], v.dtype) for k, v in _render_range((render_one, cfg, seed, 0, 1))
             .items()}
     if path.exists():
@@ -70,7 +72,7 @@ def load_or_render(cache_dir: str | Path, prefix: str, fingerprint: str, render_
                 return data
             say(f"{prefix}: cache {path} has other keys/shapes, re-rendering")
         except Exception as exc:  # noqa: BLE001 - any unreadable file is re-rendered
-            say(f"{prefix}: cache {path} is unreadable ({type(exc).__name__}), re-rendering")
+            say(f"{prefix}: cache {path} is corrupt ({type(exc).__name__}: {exc}), re-rendering")
     t0, last = time.monotonic(), [time.monotonic()]
 
     def progress(done: int, total: int) -> None:

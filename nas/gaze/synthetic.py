@@ -28,8 +28,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import multiprocessing as mp
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from nas.gaze.geometry import vector_to_pitchyaw
-from nas.io import atomic_write
+from nas.gaze.render_cache import load_or_render as cached_render, render_many
 
 RENDERER_VERSION = "2"
 EYEBALL_R = 12.0  # mm
@@ -594,16 +592,11 @@ def render_sample(
     return out, label.astype(np.float32), np.asarray(h_py, np.float32), info
 
 
-def _render_range(args: tuple[int, int, int, RenderConfig]) -> tuple[np.ndarray, ...]:
-    """Render samples [start, stop) of a seeded data set (pool worker)."""
-    seed, start, stop, cfg = args
-    n = stop - start
-    images = np.empty((n, *cfg.size), np.uint8)
-    gaze, head = np.empty((n, 2), np.float32), np.empty((n, 2), np.float32)
-    for k in range(n):
-        rng = np.random.default_rng([seed, start + k])
-        images[k], gaze[k], head[k], _ = render_sample(rng, cfg)
-    return images, gaze, head
+def _render_one(rng: np.random.Generator, cfg: RenderConfig) -> dict[str, np.ndarray]:
+    """One sample as the cache stores it (module level: worker processes pickle it)."""
+    image, gaze, head, _ = render_sample(rng, cfg)
+    return {"images": np.asarray(image, np.uint8), "gaze": np.asarray(gaze, np.float32),
+            "head": np.asarray(head, np.float32)}
 
 
 def render_dataset(
@@ -614,36 +607,7 @@ def render_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Render n samples; sample i depends only on (seed, i), whatever `workers`."""
-    chunk = max(1, min(64, -(-n // (4 * workers)))) if workers > 1 else 64
-    jobs = [(seed, a, min(a + chunk, n), cfg) for a in range(0, n, chunk)]
-    out = dict(
-        images=np.empty((n, *cfg.size), np.uint8),
-        gaze=np.empty((n, 2), np.float32),
-        head=np.empty((n, 2), np.float32),
-    )
-
-    def collect(results):
-        done = 0
-        for (_, a, b, _), (im, gz, hd) in zip(jobs, results):
-            out["images"][a:b], out["gaze"][a:b], out["head"][a:b] = im, gz, hd
-            done += b - a
-            if progress is not None:
-                progress(done, n)
-
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context().Pool(min(workers, len(jobs))) as pool:
-            collect(pool.imap(_render_range, jobs))
-    else:
-        collect(map(_render_range, jobs))
-    return out
-
-
-def _valid(data, n: int, cfg: RenderConfig) -> bool:
-    """Does a loaded cache hold exactly what we would render?"""
-    want = {"images": ((n, *cfg.size), np.uint8), "gaze": ((n, 2), np.float32),
-            "head": ((n, 2), np.float32)}
-    return all(k in data and data[k].shape == shape and data[k].dtype == dtype
-               for k, (shape, dtype) in want.items())
+    return render_many(_render_one, cfg, n, seed, workers, progress)
 
 
 def load_or_render(
@@ -654,37 +618,7 @@ def load_or_render(
     workers: int = 1,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, np.ndarray]:
-    """Load the data set from the npz cache, or render it and cache it atomically."""
-    say = log or (lambda _msg: None)
-    cache_dir = Path(cache_dir)
-    path = cache_dir / f"synth_{cfg.fingerprint()}_{seed}_{n}.npz"
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in ("images", "gaze", "head") if k in z.files}
-            if _valid(data, n, cfg):
-                say(f"synthetic: loaded {n} samples from {path}")
-                return data
-            say(f"synthetic: cache {path} has wrong keys/shapes, re-rendering")
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is re-rendered
-            say(f"synthetic: cache {path} is corrupt ({type(exc).__name__}: {exc}), re-rendering")
-
-    t0 = time.monotonic()
-    last = [t0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 3.0 or done == total:
-            last[0] = now
-            rate = done / max(now - t0, 1e-9)
-            eta = (total - done) / rate
-            say(f"synthetic: {done}/{total} rendered, {rate:.0f} img/s, ETA {eta:.0f}s")
-
-    say(f"synthetic: rendering {n} samples (seed {seed}, {workers} worker(s)) -> {path}")
-    data = render_dataset(n, seed, cfg, workers=workers, progress=progress)
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a handle, so numpy keeps the temp name as given
-            np.savez(fh, **data)
-
-    atomic_write(path, write)
-    return data
+    """Load the data set from the npz cache (`synth_<fingerprint>_<seed>_<n>.npz`), or
+    render it and cache it atomically."""
+    return cached_render(cache_dir, "synth", cfg.fingerprint(), _render_one, cfg, n, seed,
+                         workers=workers, log=log, name="synthetic")

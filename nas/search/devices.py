@@ -30,7 +30,7 @@ import numpy as np
 from nas.errors import safe_name
 from nas.gaze.tasks import Task
 from nas.io import atomic_write_json
-from nas.search.outputs import HV_RULE, entry, write_front_files, write_outputs
+from nas.search.outputs import entry, hv_reference_point, write_front_files, write_outputs
 from nas.search.pareto import hypervolume, non_dominated_mask
 from nas.search.trials import feasible_matrix
 
@@ -124,12 +124,7 @@ def write_device_outputs(out_dir: str | Path, rows: list[dict], *,
     good = [{**entry(feas[i]), "latency_gap": {d: round(g, 4) for d, g in zip(labels, gaps)}}
             for i, gaps in good_idx]
 
-    if hv_ref is not None:
-        ref, rule = [float(v) for v in hv_ref], hv_rule or "given"
-    elif len(F):
-        ref, rule = [float(v) for v in 1.1 * F.max(axis=0)], HV_RULE
-    else:
-        ref, rule = None, HV_RULE
+    ref, rule = hv_reference_point(F, hv_ref, hv_rule)
     summary = {"n_trials": len(rows), "n_feasible": len(feas), "front_size": len(front),
                "objectives": list(objectives), "devices": labels,
                "budgets_ms": {d: list(budgets.get(k, ())) for d, k in zip(labels, lat_keys)},

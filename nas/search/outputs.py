@@ -20,6 +20,17 @@ from nas.search.trials import RESERVED, columns, csv_text, feasible_matrix
 HV_RULE = "1.1 x the worst feasible value of each objective over all trials"
 
 
+def hv_reference_point(F: np.ndarray, hv_ref: Sequence[float] | None,
+                       hv_rule: str | None) -> tuple[list[float] | None, str]:
+    """(reference point, rule) of a hypervolume: the caller's fixed point, else 1.1 x the
+    worst feasible value of each objective (None when there is no feasible trial)."""
+    if hv_ref is not None:
+        return [float(v) for v in hv_ref], hv_rule or "given"
+    if len(F):
+        return [float(v) for v in 1.1 * F.max(axis=0)], HV_RULE
+    return None, HV_RULE
+
+
 def entry(row: dict) -> dict[str, Any]:
     """A front / budget entry: identity first, then every metric, then the trial number."""
     out = {"arch_id": row["arch_id"], "arch": row["arch"]}
@@ -64,12 +75,7 @@ def write_outputs(out_dir: str | Path, rows: list[dict], *, budgets: Sequence[fl
         else:
             best.append({"budget_ms": b, **entry(feas[i])})
 
-    if hv_ref is not None:
-        ref, rule = [float(v) for v in hv_ref], hv_rule or "given"
-    elif len(F):
-        ref, rule = [float(v) for v in 1.1 * F.max(axis=0)], HV_RULE
-    else:
-        ref, rule = None, HV_RULE
+    ref, rule = hv_reference_point(F, hv_ref, hv_rule)
     hv = hypervolume_2d(F, ref) if ref is not None else 0.0
     summary = {"n_trials": len(rows), "n_feasible": len(feas), "front_size": len(front),
                "objectives": list(objectives), "budgets_ms": list(budgets),
