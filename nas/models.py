@@ -364,6 +364,21 @@ def fusion_width_in(space: SearchSpace) -> int:
     return len(space.inputs) * space.head_width
 
 
+def fusion_parts(space: SearchSpace) -> tuple[list[tuple[str, bool, str]], nn.ModuleDict,
+                                               "FusionHead"]:
+    """What a multi-input net has besides its image branches, the same in a subnet and in
+    the supernet: the routes (input name, is an image, branch or encoder key) in input
+    order, the encoders of grid / vector inputs and the fusion head."""
+    routes = [(i.name, i.kind == "image", i.branch or i.name) for i in space.inputs]
+    encoders = nn.ModuleDict({
+        i.name: InputEncoder(i.size * i.size if i.kind == "grid" else i.size,
+                             space.head_width, space.head_act)
+        for i in space.inputs if i.kind != "image"})
+    head = FusionHead(fusion_width_in(space), space.head_fusion, space.outputs,
+                      space.head_act, space.head_dropout)
+    return routes, encoders, head
+
+
 class FusionNet(nn.Module):
     """A searched subnet of a multi-input layout (iTracker-style for pog2d): each image
     input runs its branch's Backbone (inputs of one branch share its weights; every branch
@@ -375,14 +390,8 @@ class FusionNet(nn.Module):
         self.arch_string = arch.to_string()
         self.resolution = tuple(arch.resolution)
         self.input_names = tuple(i.name for i in space.inputs)
-        self._routes = [(i.name, i.kind == "image", i.branch or i.name) for i in space.inputs]
         self.branches = nn.ModuleDict({b: Backbone(space, arch) for b in branch_names(space)})
-        self.encoders = nn.ModuleDict({
-            i.name: InputEncoder(i.size * i.size if i.kind == "grid" else i.size,
-                                 space.head_width, space.head_act)
-            for i in space.inputs if i.kind != "image"})
-        self.head = FusionHead(fusion_width_in(space), space.head_fusion, space.outputs,
-                               space.head_act, space.head_dropout)
+        self._routes, self.encoders, self.head = fusion_parts(space)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [(self.branches if image else self.encoders)[key](x[name])

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.blocks import FAMILIES, ghost_init, se_channels
-from nas.models import (Backbone, FusionHead, FusionNet, GazeNet, InputEncoder, SqueezeExcite,
-                        activation, branch_names, channel_shuffle, fit_input, fusion_width_in,
-                        import_target, resize_to)
+from nas.models import (Backbone, FusionNet, GazeNet, SqueezeExcite, activation, branch_names,
+                        channel_shuffle, fit_input, fusion_parts, import_target, resize_to)
 from nas.space import Arch, LayerOp, SearchSpace
 
 
@@ -317,14 +316,8 @@ class FusionSupernet(nn.Module):
     def __init__(self, space: SearchSpace):
         super().__init__()
         self.space = space
-        self._routes = [(i.name, i.kind == "image", i.branch or i.name) for i in space.inputs]
         self.branches = nn.ModuleDict({b: EBackbone(space) for b in branch_names(space)})
-        self.encoders = nn.ModuleDict({
-            i.name: InputEncoder(i.size * i.size if i.kind == "grid" else i.size,
-                                 space.head_width, space.head_act)
-            for i in space.inputs if i.kind != "image"})
-        self.head = FusionHead(fusion_width_in(space), space.head_fusion, space.outputs,
-                               space.head_act, space.head_dropout)
+        self._routes, self.encoders, self.head = fusion_parts(space)
 
     def forward(self, x: dict[str, torch.Tensor], arch: Arch, return_features: bool = False):
         x = fit_input(self.space, x, arch.resolution)
