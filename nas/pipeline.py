@@ -347,9 +347,9 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
         seeds += warm
         log(f"search: warm start from {len(warm)} subnets already evaluated on this "
             f"supernet, re-ranked on {devices.device} (their errors are reused)")
-    strat = Seeded(strat, seeds)
-    if screen:
+    if screen:  # seeds are served first, unscreened
         strat = _screened(strat, ev, space, devices, splits, screen, warm_start, meta, log)
+    strat = Seeded(strat, seeds)
     runner = None
     if executor == "ray":
         from nas.distributed.executor import RayExecutor
@@ -379,25 +379,19 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
 
 def _screened(strat, ev, space: SearchSpace, devices, splits, oversample: int,
               from_cache: bool, meta: dict, log: Log):
-    """`strat` screened by the error predictor (under its warm-start seeds, if any: seeds
-    are served first, unscreened). With `from_cache` the predictor also learns from the
-    supernet's whole error cache, as a re-search does; a fresh search learns only from
-    what it measures, so strategies compare on equal information."""
+    """`strat` screened by the error predictor. With `from_cache` the predictor also learns
+    from the supernet's whole error cache, as a re-search does; a fresh search learns only
+    from what it measures, so strategies compare on equal information."""
     from nas.search.screening import Screened
-    from nas.search.strategy import Seeded
 
     key = ev.task.error_key
     rows = ([(space.parse(r["arch"]), r[key]) for r in ev.cache.values()
              if np.isfinite(r.get(key, np.nan))] if from_cache else [])
-    inner = strat.inner if isinstance(strat, Seeded) else strat
-    screened = Screened(inner, rows, lambda a: devices.latencies(space, a),
-                        devices.hv_reference(space, splits), oversample=oversample)
     meta["screen"] = {"oversample": oversample, "from_cache": from_cache}
     log(f"search: screening {oversample}x candidates with an error predictor"
         + (f" fitted on {len(rows)} cached errors" if rows else "") + " and every result")
-    if isinstance(strat, Seeded):
-        return Seeded(screened, strat.seeds)
-    return screened
+    return Screened(strat, rows, lambda a: devices.latencies(space, a),
+                    devices.hv_reference(space, splits), oversample=oversample)
 
 
 # What each stage leaves in the run folder, in pipeline order: when a stage's inputs change,

@@ -11,7 +11,8 @@ from nas.errors import UserError
 from nas.search import Evolution, RandomSearch, hypervolume_2d, run_search
 from nas.search.screening import ROWS_FILE, Screened, _gain
 from nas.search.strategy import Seeded, make_strategy
-from nas.search.surrogate import ErrorPredictor, _kendall
+from nas.ranking import kendall_tau
+from nas.search.surrogate import ErrorPredictor
 
 
 def smooth(arch) -> dict:
@@ -44,7 +45,7 @@ def test_predictor_ranks_unseen_archs():
     train, test = cache_rows(120), cache_rows(200, seed=7)
     p = ErrorPredictor(SPACE).fit([a for a, _ in train], [e for _, e in train])
     pred = p.predict([a for a, _ in test])
-    assert _kendall(pred, np.array([e for _, e in test])) > 0.5
+    assert kendall_tau(pred, np.array([e for _, e in test])) > 0.5
     assert np.isfinite(p.cv_tau) and p.cv_tau > 0.5
 
 

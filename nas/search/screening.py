@@ -54,7 +54,7 @@ class Screened(Strategy):
         self._told: list[tuple[Arch, tuple[float, ...], bool]] = []
         self._predictor: ErrorPredictor | None = None
         self._fitted_on = -1
-        self.last_cv_tau = float("nan")
+        self._rows_front: np.ndarray | None = None  # the cached rows' front: fixed, so once
 
     # ------------------------------------------------------------------ contract
     def set_objectives(self, objectives: Sequence[str],
@@ -70,6 +70,7 @@ class Screened(Strategy):
             try:
                 saved = json.loads(path.read_text())
                 self.rows = [(self.space.parse(a), float(e)) for a, e in saved["rows"]]
+                self._rows_front = None
                 return
             except (ValueError, TypeError, KeyError, UserError):
                 pass  # unreadable: write it again from the rows given
@@ -130,19 +131,21 @@ class Screened(Strategy):
             return None
         self._predictor = ErrorPredictor(self.space).fit([a for a, _ in data],
                                                          [e for _, e in data])
-        self.last_cv_tau = self._predictor.cv_tau
         return self._predictor
 
     def _front(self) -> np.ndarray:
         """The measured points (told, plus the cached rows at their table latency): what a
-        candidate has to improve on."""
-        pts = [list(o) for _, o, f in self._told if f and all(math.isfinite(v) for v in o)]
-        told = {a.arch_id for a, _, _ in self._told}
-        pts += [[e, *self.latency(a)] for a, e in self.rows if a.arch_id not in told]
-        if not pts:
-            return np.zeros((0, len(self.ref)))
-        F = np.asarray(pts, dtype=np.float64)
-        return F[non_dominated_mask(F)]
+        candidate has to improve on. The rows' own front is computed once."""
+        if self._rows_front is None:
+            self._rows_front = _nondominated([[e, *self.latency(a)] for a, e in self.rows],
+                                             len(self.ref))
+        told = [list(o) for _, o, f in self._told if f and all(math.isfinite(v) for v in o)]
+        return _nondominated(told + self._rows_front.tolist(), len(self.ref))
+
+
+def _nondominated(points: list, dims: int) -> np.ndarray:
+    F = np.asarray(points, dtype=np.float64).reshape(-1, dims)
+    return F[non_dominated_mask(F)] if len(F) else F
 
 
 def _gain(front: np.ndarray, p: np.ndarray, ref: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas.ranking import kendall_tau
 from nas.space import Arch, SearchSpace
 
 GAMMAS = (0.003, 0.01, 0.03)   # RBF width per standardised feature (squared distance)
@@ -29,7 +30,7 @@ def arch_features(space: SearchSpace, arch: Arch) -> np.ndarray:
     inactive layers would drown these in noise (measured: tau 0.53 against 0.70)."""
     fams = list(space.blocks)
     shapes = space.layer_shapes(arch)
-    macs = sum(space_cost(op, shp) for op, shp in shapes)
+    macs = sum(_layer_cost(op, shp) for op, shp in shapes)
     f = [arch.resolution[0] * arch.resolution[1] / 1000.0, float(np.log(max(macs, 1.0)))]
     active = arch.active_ops()
     for d, w, ops in zip(arch.depths, arch.widths, active):
@@ -45,7 +46,7 @@ def arch_features(space: SearchSpace, arch: Arch) -> np.ndarray:
     return np.asarray(f, dtype=np.float64)
 
 
-def space_cost(op, shape) -> float:
+def _layer_cost(op, shape) -> float:
     """The family's own rough MAC formula at the layer's output width, times its output
     pixels."""
     from nas.blocks import get_family
@@ -53,13 +54,6 @@ def space_cost(op, shape) -> float:
     h, w = shape.hw
     s = shape.stride
     return get_family(op.family).cost(op, shape.cout) * (h // s) * (w // s)
-
-
-def _kendall(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall tau-a (no scipy in a plain install)."""
-    i, j = np.triu_indices(len(a), 1)
-    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
-    return float(s.mean()) if len(s) else float("nan")
 
 
 class ErrorPredictor:
@@ -92,7 +86,7 @@ class ErrorPredictor:
                     for k in range(FOLDS):
                         tr, te = fold != k, fold == k
                         pred[te] = self._solve(Z[tr], y[tr], g, lam).predict_z(Z[te])
-                    tau = _kendall(pred, y)
+                    tau = kendall_tau(pred, y)
                     if tau > best + 1e-9:
                         best, self.params = tau, (g, lam)
             self.cv_tau = best
