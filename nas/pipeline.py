@@ -387,11 +387,12 @@ def _screened(strat, ev, space: SearchSpace, devices, splits, oversample: int,
     key = ev.task.error_key
     rows = ([(space.parse(r["arch"]), r[key]) for r in ev.cache.values()
              if np.isfinite(r.get(key, np.nan))] if from_cache else [])
+    screened = Screened(strat, rows, lambda a: devices.latencies(space, a),
+                        devices.hv_reference(space, splits), oversample=oversample)
     meta["screen"] = {"oversample": oversample, "from_cache": from_cache}
     log(f"search: screening {oversample}x candidates with an error predictor"
         + (f" fitted on {len(rows)} cached errors" if rows else "") + " and every result")
-    return Screened(strat, rows, lambda a: devices.latencies(space, a),
-                    devices.hv_reference(space, splits), oversample=oversample)
+    return screened
 
 
 # What each stage leaves in the run folder, in pipeline order: when a stage's inputs change,
