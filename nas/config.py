@@ -12,7 +12,7 @@ from nas.distributed import EXECUTORS, RayConfig
 from nas.errors import UserError, check_keys, excerpt, find_non_finite, read_user_yaml, safe_name
 from nas.finetune import FinetuneConfig
 from nas.latency.fit import MIN_SAMPLES_FULL_FIT
-from nas.train import SAMPLINGS, SMALLEST, TrainConfig
+from nas.train import DEVICES, SAMPLINGS, SMALLEST, TrainConfig
 
 
 @dataclass
@@ -165,7 +165,7 @@ _PATH_LISTS = {"latency.luts"}       # lists of file paths
 _PER_DEVICE = {"search.budgets_ms"}  # a list, or a mapping device -> list (nas.multidevice)
 _CHOICES: dict[str, Callable[[], Any]] = {
     "data.source": _sources, "train.sampling": lambda: SAMPLINGS,
-    "train.smallest": lambda: SMALLEST, "search.strategy": _strategies,
+    "train.smallest": lambda: SMALLEST, "train.device": lambda: DEVICES, "search.strategy": _strategies,
     "search.executor": lambda: EXECUTORS}
 
 

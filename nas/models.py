@@ -58,6 +58,13 @@ def take_rows(x: NetInput, rows) -> NetInput:
     return {k: v[rows] for k, v in x.items()}
 
 
+def move_input(x: NetInput, device: torch.device) -> NetInput:
+    """Every input on `device` (a no-op where it is there already)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    return {k: v.to(device) for k, v in x.items()}
+
+
 def input_len(x: NetInput) -> int:
     return len(x) if isinstance(x, torch.Tensor) else len(next(iter(x.values())))
 

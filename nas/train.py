@@ -7,6 +7,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -16,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,13 +29,14 @@ from nas.evaluation import gaze_error, predict, recalibrate_bn
 from nas.gaze.data import Batches, GazeSplits, first_rows, n_rows, to_input
 from nas.gaze.tasks import get_task
 from nas.io import atomic_torch_save, json_hash, load_torch_dict, package_versions
-from nas.models import NetInput, fit_input, input_len, take_rows
+from nas.models import NetInput, fit_input, input_len, move_input, take_rows
 from nas.space import SearchSpace
 from nas.supernet import Supernet, build_supernet
 
 SUPERNET_FORMAT = "gaze-nas-supernet/1"
 SAMPLINGS = ("uniform", "single_family", "mixed", "stage")
 SMALLEST = ("global", "per_family")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -58,12 +60,23 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every_s: float = 120.0
     eval_images: int = 500           # per-epoch check of largest/smallest on val
+    device: str = "cpu"              # `cuda`: train on the GPU (same recipe; not hashed, so a
+                                     # run moved between devices resumes; recorded in supernet.pt)
 
 
 def train_fingerprint(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, seed: int) -> str:
     """What a trained supernet depends on; a checkpoint made from other inputs is not reused."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k != "device"}
     return json_hash({"space": space.space_hash(), "data": splits.fingerprint,
-                      "cfg": asdict(cfg), "seed": seed, "version": SUPERNET_FORMAT})
+                      "cfg": recipe, "seed": seed, "version": SUPERNET_FORMAT})
+
+
+def train_device(cfg: TrainConfig) -> torch.device:
+    """The torch device `cfg.device` names, refused in one line where torch cannot use it."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but this torch sees no CUDA device "
+                        f"(torch {torch.__version__}); use cpu", field="train.device")
+    return torch.device(cfg.device)
 
 
 _SAMPLING_MIX = {"uniform": ("layer",), "single_family": ("none",), "stage": ("stage",),
@@ -191,11 +204,12 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     torch.set_num_threads(cfg.threads)
     splits = splits.for_space(space)  # named inputs where the space takes a head pose
     fingerprint = train_fingerprint(space, splits, cfg, seed)
+    dev = train_device(cfg)
     torch.manual_seed(seed)
     net = build_supernet(space)
     net.set_output_stats(splits.train_y)  # a resumed checkpoint brings its own
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = net.to(memory_format=mf)
+    net = net.to(device=dev, memory_format=mf)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = n_rows(splits.train_x)
     steps_per_epoch = n // cfg.batch_size
@@ -215,7 +229,9 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
             log(f"train: resuming at epoch {epoch + 1} step {step}/{steps_per_epoch}")
 
     def save_ckpt(e: int, s: int) -> None:
-        atomic_torch_save(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
+        # on CPU whatever the training device, so any machine can resume or load it
+        atomic_torch_save(ckpt_path, {"model": to_cpu(net.state_dict()),
+                                      "optimizer": to_cpu(opt.state_dict()),
                                       "epoch": e, "step": s, "fingerprint": fingerprint,
                                       "history": json.dumps(history)})
 
@@ -235,7 +251,7 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                 while step < steps_per_epoch:
                     g, rng, idx = begin_step(cfg, opt, perm, seed, epoch, step,
                                              steps_per_epoch, total)
-                    x, y = train_x[idx], train_y[idx]
+                    x, y = move_input(train_x[idx], dev), train_y[idx].to(dev)
                     opt.zero_grad(set_to_none=True)
                     loss = sandwich_step(net, space, x, y, cfg, rng, big, smalls[g % len(smalls)])
                     loss_sum, loss_n = loss_sum + loss, loss_n + 1
@@ -256,7 +272,8 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                         last_ckpt = now
                 rec = {"epoch": epoch + 1, "loss": loss_sum / max(loss_n, 1),
                        "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
-                rec.update(_quick_eval(net, space, splits, cfg))
+                rec.update(_quick_eval(net if dev.type == "cpu" else _cpu_copy(net),
+                                       space, splits, cfg))
                 history.append(rec)
                 unit = get_task(space.task).unit
                 log(f"train: epoch {epoch + 1}/{cfg.epochs} done: loss {rec['loss']:.4f}, val error "
@@ -276,11 +293,27 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     elapsed = time.time() - t_start
     steps_run = total - steps_done_at_start
     out = out_dir / "supernet.pt"
-    state = net.to(memory_format=torch.contiguous_format).state_dict()
+    state = to_cpu(net.to(memory_format=torch.contiguous_format).state_dict())
     atomic_torch_save(out, supernet_record(
         space, state, cfg, seed, splits.fingerprint, fingerprint, history,
-        (steps_run * cfg.batch_size / elapsed) if steps_run else 0.0))
+        (steps_run * cfg.batch_size / elapsed) if steps_run else 0.0, device=str(dev)))
     return out
+
+
+def to_cpu(obj: Any) -> Any:
+    """`obj` (a state dict, nested) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def _cpu_copy(net: Supernet) -> Supernet:
+    """A CPU copy for the per-epoch check (its BN recalibration must not touch `net`)."""
+    return copy.deepcopy(net).cpu()
 
 
 def supernet_record(space: SearchSpace, state: dict, cfg: TrainConfig, seed: int, data: str,

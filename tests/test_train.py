@@ -134,3 +134,38 @@ def test_head_refit_is_the_ridge_fit_and_is_what_gets_exported(tiny_space):
     assert mse[1] < mse[0]
     row = refit.evaluate(arch)
     assert row["error_deg"] == pytest.approx(refit.error_of(refit.subnet(arch), arch), abs=1e-4)
+
+
+def test_device_is_recorded_but_not_part_of_the_recipe(tiny_space):
+    """A run moved between CPU and GPU resumes: the fingerprint ignores `device`."""
+    from dataclasses import replace
+
+    from nas.train import train_fingerprint
+
+    splits = _splits()
+    assert (train_fingerprint(tiny_space, splits, CFG, 0)
+            == train_fingerprint(tiny_space, splits, replace(CFG, device="cuda"), 0))
+    assert (train_fingerprint(tiny_space, splits, CFG, 0)
+            != train_fingerprint(tiny_space, splits, replace(CFG, lr=1e-2), 0))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a CUDA device")
+def test_cuda_without_a_gpu_is_a_one_line_error(tiny_space, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(UserError, match="sees no CUDA device") as e:
+        train_supernet(tiny_space, _splits(), replace(CFG, device="cuda"), 0, tmp_path,
+                       log=lambda m: None)
+    assert e.value.field == "train.device"
+    assert not (tmp_path / "train" / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_writes_a_cpu_supernet(tiny_space, tmp_path):
+    from dataclasses import replace
+
+    path = train_supernet(tiny_space, _splits(), replace(CFG, device="cuda"), 0, tmp_path,
+                          log=lambda m: None)
+    net, meta = load_supernet(path)
+    assert meta["device"].startswith("cuda")
+    assert all(t.device.type == "cpu" for t in net.state_dict().values())
