@@ -15,7 +15,8 @@ import yaml
 
 from nas.errors import EXCERPT, UserError, check_keys, excerpt, find_non_finite, read_user_yaml
 from nas.io import atomic_write_text
-from nas.latency.fit import IDENTITY
+from nas.latency.fit import (IDENTITY, POWER_KEYS, apply_correction, correction_form,
+                             describe_correction)
 from nas.latency.keys import all_keys, arch_keys
 from nas.space import Arch, SearchSpace
 
@@ -100,16 +101,20 @@ class LatencyTable:
             entries[str(key)] = _check_entry(key, e, fail)
         corr_in = data.get("correction") or dict(IDENTITY)
         if not isinstance(corr_in, dict):
-            fail(f"expected a mapping {{a, b, c}}, got {excerpt(corr_in)}", "correction")
-        check_keys(corr_in, IDENTITY, source, "correction.")
+            fail(f"expected a mapping {{scale, exponent, per_part}} or {{a, b, c}}, got "
+                 f"{excerpt(corr_in)}", "correction")
+        power = correction_form(corr_in) == "power"
+        names = POWER_KEYS if power else tuple(IDENTITY)
+        check_keys(corr_in, dict.fromkeys(names), source, "correction.")
         corr = {}
-        for name in ("a", "b", "c"):
-            v = corr_in.get(name, IDENTITY[name])
+        for name in names:
+            v = corr_in.get(name, None if power else IDENTITY[name])
             if not _num(v):
                 fail(f"expected a number, got {excerpt(v)}", f"correction.{name}")
             corr[name] = float(v)
-        if corr["a"] <= 0:
-            fail(f"expected a positive scale, got {corr['a']!r}", "correction.a")
+        for name in (("scale", "exponent") if power else ("a",)):
+            if corr[name] <= 0:
+                fail(f"expected a positive number, got {corr[name]!r}", f"correction.{name}")
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             fail(f"expected a mapping or nothing, got {type(validation).__name__}", "validation")
@@ -175,13 +180,13 @@ class LatencyTable:
         return float(sum(self.entries[k]["p50_ms"] for k in keys)), len(keys)
 
     def predict(self, space: SearchSpace, arch: Arch) -> float:
-        """Corrected latency (ms): a * sum + b * parts + c."""
+        """Corrected latency (ms): the correction (`nas.latency.fit`) of the parts' sum."""
         total, n = self.raw_sum(space, arch)
         c = self.correction
-        ms = float(c["a"] * total + c["b"] * n + c["c"])
+        ms = float(apply_correction(c, total, n))
         if not ms > 0:
             raise UserError(
-                f"the correction (a={c['a']:.4g}, b={c['b']:.4g}, c={c['c']:.4g}) predicts "
+                f"the correction ({describe_correction(c)}) predicts "
                 f"{ms:.4g} ms for {arch.to_string()[:EXCERPT]}; expected a positive latency "
                 "(run `gaze-nas lut validate` to fit it again)", source=self._where(),
                 field="correction")

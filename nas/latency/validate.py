@@ -1,7 +1,7 @@
 """Fidelity of a LUT: time K random whole subnets end to end and compare with predictions.
 
 The whole nets are timed with the same interleaved protocol (and the same backend) as the
-LUT entries. The correction (a, b, c) is fitted on all K, but the headline figures are
+LUT entries. The correction (`nas.latency.fit`) is fitted on all K, but the headline figures are
 leave-one-out, so they say how well the table predicts a subnet it has not been fitted on.
 With `fit=False` the table is judged as it stands (its own correction, nothing written):
 the check for an imported or adapted table.
@@ -19,7 +19,8 @@ import numpy as np
 from nas.errors import UserError
 from nas.latency.backends import Backend, check_measuring_into, get_backend, table_backend
 from nas.latency.export import cache_file, export_many
-from nas.latency.fit import apply_correction, fidelity, fit_correction, loo_predictions
+from nas.latency.fit import (apply_correction, describe_correction, fidelity, fit_correction,
+                             loo_predictions)
 from nas.latency.gate import WAIT_BUDGET_S, Gate, pick_anchors
 from nas.latency.keys import all_keys as keys_of_space, arch_keys
 from nas.latency.table import LatencyTable
@@ -136,7 +137,7 @@ def fidelity_report(table: LatencyTable, space: SearchSpace, archs: list[Arch],
                     measured: Any, *, fit: bool = True, **extra: Any
                     ) -> tuple[dict[str, Any], dict[str, float]]:
     """The report stored in `table.validation`, and the correction it implies. `fit`: fit
-    (a, b, c) on these subnets and headline the leave-one-out figures; else judge the
+    the correction (`nas.latency.fit`) on these subnets and headline the leave-one-out figures; else judge the
     table's own correction as it stands (the correction returned is the table's)."""
     names = [a.to_string() for a in archs]
     measured = np.asarray(measured, dtype=np.float64)
@@ -216,8 +217,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, samples: int = 40, s
     log(f"validation ({'leave-one-out' if fit else 'as it stands'}, n={report['n']}): "
         f"MAPE {report['mape']:.2f}%, within 5% {report['within_5']:.0%}, within 10% "
         f"{report['within_10']:.0%}, Kendall tau {_fmt(report['kendall_tau'])}; raw sum MAPE "
-        f"{report['raw_sum']['mape']:.1f}%; correction a={corr['a']:.4f} "
-        f"b={corr['b'] * 1e3:.2f}us c={corr['c'] * 1e3:.2f}us")
+        f"{report['raw_sum']['mape']:.1f}%; correction {describe_correction(corr)}")
     return report
 
 
