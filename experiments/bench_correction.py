@@ -3,7 +3,8 @@
 Each validated table stores its whole subnets' measured times, parts' raw sums and part
 counts (`validation.per_sample`). This refits both correction forms of `nas.latency.fit`
 (linear `a * sum + b * parts + c`, power `scale * sum^exponent * exp(per_part * parts)`)
-leave-one-out on those measurements and prints MAPE, the share within 10 %, Kendall tau,
+leave-one-out on those measurements (and `auto`, the default: the form chosen by an inner
+leave-one-out on each fold's training samples) and prints MAPE, the share within 10 %, Kendall tau,
 the fastest subnet's predicted / measured ratio and the worst error, per table.
 
     python experiments/bench_correction.py latency_tables/*.yaml runs/*/latency/*.yaml
@@ -38,7 +39,7 @@ def main() -> int:
         p = np.array([r["parts"] for r in samples], dtype=float)
         y = np.array([r["measured_ms"] for r in samples])
         fastest = int(np.argmin(y))
-        for form in FORMS:
+        for form in ("auto", *FORMS):
             pred = loo_predictions(s, p, y, form)
             f = fidelity(pred, y)
             print(f"{path[-48:]:<48}{len(y):>4}  {form:<7}{f['mape']:>8.1f}"

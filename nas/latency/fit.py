@@ -1,7 +1,8 @@
 """The LUT correction fit and the fidelity metrics that judge it.
 
-Two forms of correction, told apart by their keys:
-- **power** (fitted by default): `measured ~ scale * sum ** exponent * exp(per_part * parts)`,
+Two forms of correction, told apart by their keys; a fit picks the one with the lower
+leave-one-out MAPE on its samples (`best_form`):
+- **power**: `measured ~ scale * sum ** exponent * exp(per_part * parts)`,
   a least-squares line in log space. Its errors are relative, as the headline figures are,
   so the fastest subnets weigh as much as the slowest: on this machine's tables it cut the
   leave-one-out MAPE from 9.9-11.4 % to 7.6-8.3 % and predicted the fastest subnet at
@@ -52,14 +53,28 @@ def _scale_only(sums: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     return {"a": a if a > 0 and math.isfinite(a) else 1.0, "b": 0.0, "c": 0.0}
 
 
+def best_form(sums: Sequence[float], parts: Sequence[float],
+              measured: Sequence[float]) -> str:
+    """The form whose leave-one-out MAPE on these samples is lower (power on a tie): on
+    this machine power wins on onnxruntime tables and linear on the torch backend's."""
+    y = np.asarray(measured, dtype=np.float64)
+    if len(y) <= MIN_SAMPLES_FULL_FIT:
+        return "power"
+    mape = {f: float(np.mean(np.abs(loo_predictions(sums, parts, y, f) - y) / y))
+            for f in FORMS}
+    return "power" if mape["power"] <= mape["linear"] else "linear"
+
+
 def fit_correction(sums: Sequence[float], parts: Sequence[float],
-                   measured: Sequence[float], form: str = "power") -> dict[str, float]:
-    """The `power` form where it can be fitted; else (or with `form="linear"`)
-    least-squares (a, b, c) with a > 0 and c >= 0, which with fewer than 4 samples, a
-    rank-deficient design or a fit outside those bounds falls back to fewer terms
-    ((a, c), then (a, b)) and finally to a pure scale."""
+                   measured: Sequence[float], form: str = "auto") -> dict[str, float]:
+    """The correction in `form` (`auto`: the one `best_form` picks). The `power` form where
+    it can be fitted; else (or with `form="linear"`) least-squares (a, b, c) with a > 0 and
+    c >= 0, which with fewer than 4 samples, a rank-deficient design or a fit outside those
+    bounds falls back to fewer terms ((a, c), then (a, b)) and finally to a pure scale."""
+    if form == "auto":
+        form = best_form(sums, parts, measured)
     if form not in FORMS:
-        raise ValueError(f"unknown correction form {form!r}; expected one of {FORMS}")
+        raise ValueError(f"unknown correction form {form!r}; expected auto or one of {FORMS}")
     s = np.asarray(sums, dtype=np.float64)
     p = np.asarray(parts, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
@@ -107,8 +122,9 @@ def describe_correction(corr: dict[str, float]) -> str:
 
 
 def loo_predictions(sums: Sequence[float], parts: Sequence[float],
-                    measured: Sequence[float], form: str = "power") -> np.ndarray:
-    """Prediction of each sample by the correction fitted on all the others."""
+                    measured: Sequence[float], form: str = "auto") -> np.ndarray:
+    """Prediction of each sample by the correction fitted on all the others (with `auto`,
+    the form is chosen on those others too, so the choice is cross-validated as well)."""
     s, p, y = (np.asarray(v, dtype=np.float64) for v in (sums, parts, measured))
     out = np.empty_like(y)
     for i in range(len(y)):
