@@ -426,3 +426,20 @@ def test_seeded_search_asks_the_seeds_first_and_resumes_exactly(tmp_path, name):
         run(tmp_path / "run", Counting(raise_at=13))
     run(tmp_path / "run", Counting())
     assert trial_rows(tmp_path / "run") == trial_rows(tmp_path / "ref")
+
+
+def test_log_crowding_keeps_the_fast_end_of_a_front():
+    """Log crowding values a point at the fast end (0.05 ms, 2.5x from its neighbour)
+    more, relative to one at the slow end (0.34 ms, 1.13x), than linear crowding does."""
+    import numpy as np
+
+    from nas.errors import UserError
+
+    front = np.array([[12.0, 0.02], [11.0, 0.05], [10.0, 0.30], [9.9, 0.34], [9.0, 0.60]])
+    lin = Evolution(SPACE, 0, crowding="linear")._crowding(front)
+    log = Evolution(SPACE, 0, crowding="log")._crowding(front)
+    assert log[1] / log[3] > 2 > lin[1] / lin[3]
+    assert np.isinf(log[[0, -1]]).all()
+    with pytest.raises(UserError) as e:
+        Evolution(SPACE, 0, crowding="ratio")
+    assert e.value.field == "search.options.crowding"

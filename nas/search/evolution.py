@@ -20,6 +20,10 @@ from nas.search.strategy import Strategy
 from nas.space import Arch, SearchSpace
 
 STATE_VERSION = 1
+# crowding distance measured on the objectives as they are, or on their logarithms: with
+# `log`, a 2x step in latency counts the same at 0.03 ms as at 0.3 ms, so the fast end of
+# the front (where steps are small in ms) is not crowded out by the slow end
+CROWDING = ("linear", "log")
 
 
 class Evolution(Strategy):
@@ -31,7 +35,8 @@ class Evolution(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int, population: int = 32,
                  crossover_prob: float = 0.5, mutation_prob: float = 0.15,
-                 max_tries: int = 100, single_family_share: float = 0.5):
+                 max_tries: int = 100, single_family_share: float = 0.5,
+                 crowding: str = "linear"):
         super().__init__(space, seed)
         if not isinstance(population, int) or population < 2:
             raise UserError(f"expected an integer >= 2, got {population!r}",
@@ -44,9 +49,13 @@ class Evolution(Strategy):
         if not isinstance(max_tries, int) or max_tries < 1:
             raise UserError(f"expected an integer >= 1, got {max_tries!r}",
                             field="search.options.max_tries")
+        if crowding not in CROWDING:
+            raise UserError(f"expected one of {', '.join(CROWDING)}, got {crowding!r}",
+                            field="search.options.crowding")
         self.options = {"population": population, "crossover_prob": float(crossover_prob),
                         "mutation_prob": float(mutation_prob), "max_tries": max_tries,
-                        "single_family_share": float(single_family_share)}
+                        "single_family_share": float(single_family_share),
+                        "crowding": crowding}
         self._rng = np.random.default_rng(self.seed)
         self._n_initial = 0                      # initial-population archs handed out so far
         self._archive: dict[str, dict[str, Any]] = {}  # told, in tell order
@@ -149,13 +158,18 @@ class Evolution(Strategy):
                 if len(chosen) + len(front) <= size:
                     chosen += [feas[i] for i in front]
                     continue
-                cd = crowding_distance(F[front])
+                cd = self._crowding(F[front])
                 keep = front[np.argsort(-cd, kind="stable")][: size - len(chosen)]
                 chosen += [feas[i] for i in sorted(keep)]
                 break
         chosen += infeas[: size - len(chosen)]
         self._population = chosen
         self._rank_population()
+
+    def _crowding(self, F: np.ndarray) -> np.ndarray:
+        if self.options["crowding"] == "log" and (F > 0).all():
+            return crowding_distance(np.log(F))
+        return crowding_distance(F)
 
     def _rank_population(self) -> None:
         """Rank and crowding of the current population (what tournaments compare)."""
@@ -165,7 +179,7 @@ class Evolution(Strategy):
         if feas:
             F = np.array([self._archive[a]["objectives"] for a in feas])
             for r, front in enumerate(nondominated_sort(F)):
-                cd = crowding_distance(F[front])
+                cd = self._crowding(F[front])
                 for i, d in zip(front, cd):
                     self._rank[feas[i]], self._crowd[feas[i]] = r, float(d)
                 worst = r + 1
