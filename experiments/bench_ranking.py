@@ -27,8 +27,8 @@ from nas.config import load_config  # noqa: E402
 from nas.io import atomic_write_json, file_hash, json_hash  # noqa: E402
 from nas.parallel import map_spawned  # noqa: E402
 from nas.pipeline import load_splits  # noqa: E402
-from nas.ranking import (ScratchCache, fidelity, mix_kind, scratch_error,  # noqa: E402
-                         select_archs)
+from nas.ranking import (ScratchCache, fidelity, inherited_errors, mix_kind,  # noqa: E402
+                         scratch_error, select_archs)
 from nas.space import SearchSpace  # noqa: E402
 from nas.train import StandaloneConfig, scratch_schedule  # noqa: E402
 
@@ -121,7 +121,7 @@ def main() -> int:
         label, _, path = spec.partition("=")
         if not path:
             label, path = Path(spec).parent.name, spec
-        inherited = _inherited(path, space, splits, cfg, archs)
+        inherited = inherited_errors(path, space, splits, cfg.search, archs)
         fid = fidelity(inherited, [r["scratch_error"] for r in scratch])
         report["supernets"][label] = {"path": path, "hash": file_hash(path), **fid,
                                       "inherited": inherited}
@@ -143,17 +143,6 @@ def main() -> int:
     atomic_write_json(out / "ranking.json", report)
     print(f"\nwritten {out / 'ranking.json'}")
     return 0
-
-
-def _inherited(path: str, space: SearchSpace, splits, cfg, archs) -> list[float]:
-    from nas.evaluation import SubnetEvaluator
-    from nas.train import load_supernet
-
-    net, _ = load_supernet(path)
-    ev = SubnetEvaluator(net, space, splits, recal_images=cfg.search.recal_images,
-                         val_images=cfg.search.val_images, threads=cfg.search.threads,
-                         head_refit_images=cfg.search.head_refit_images)
-    return [round(ev.evaluate(a)["error_deg"], 4) for a in archs]
 
 
 if __name__ == "__main__":

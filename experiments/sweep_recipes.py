@@ -10,8 +10,10 @@ of Kendall tau per set, the pooled tau, and the median gap. Supernets are cached
 (recipe, seed) in the output folder, so an interrupted sweep resumes.
 
     python experiments/sweep_recipes.py --config experiments/quickstart.yaml \\
-        --ranking runs/bench_ranking_set0/ranking.json --ranking runs/bench_ranking_set1/ranking.json \\
-        --recipe base= --recipe nokd=kd_weight=0,feature_kd=0 --seeds 3 [--device cuda --train-workers 4]
+        --ranking runs/bench_ranking_set0/ranking.json \\
+        --ranking runs/bench_ranking_set1/ranking.json \\
+        --recipe base= --recipe nokd=kd_weight=0,feature_kd=0 --seeds 3 \\
+        [--device cuda --train-workers 4]
 """
 
 from __future__ import annotations
@@ -66,26 +68,18 @@ def _train_job(config: str, overrides: dict, seed: int, out_dir: str, device: st
 
 
 def _eval_job(config: str, supernet: str, archs: list[str]) -> list[float]:
-    """Inherited errors (BN recalibration + head refit, as the search scores them)."""
-    from nas.evaluation import SubnetEvaluator
+    """Inherited errors in a worker process (one thread), as the search scores them."""
+    from dataclasses import replace as with_fields
+
     from nas.pipeline import load_splits
+    from nas.ranking import inherited_errors
     from nas.space import SearchSpace
-    from nas.train import load_supernet
 
     cfg = load_config(config)
     space = SearchSpace.load(cfg.space)
     splits = load_splits(cfg, lambda _m: None)
-    net, _ = load_supernet(supernet)
-    ev = SubnetEvaluator(net, space, splits, recal_images=cfg.search.recal_images,
-                         val_images=cfg.search.val_images, threads=1,
-                         head_refit_images=cfg.search.head_refit_images)
-    return [round(ev.evaluate(space.parse(a))[ev_key(space)], 4) for a in archs]
-
-
-def ev_key(space) -> str:
-    from nas.gaze.tasks import get_task
-
-    return get_task(space.task).error_key
+    return inherited_errors(supernet, space, splits, with_fields(cfg.search, threads=1),
+                            [space.parse(a) for a in archs])
 
 
 def main() -> int:
@@ -148,7 +142,9 @@ def main() -> int:
     map_spawned(_eval_job, [(args.config, str(out / n / f"seed{s}" / "supernet.pt"), all_archs)
                             for n, s in need], args.eval_workers, evaluated)
     report = {"config": args.config, "recipes": recipes, "seeds": args.seeds,
-              "device": args.device, "sets": {}, "results": {}}
+              "device": args.device, "results": {},
+              "sets": {k: {"archs": len(v["archs"]), "scratch_seeds": v["scratch_seeds"]}
+                       for k, v in sets.items()}}
     truth = {k: [a["scratch_error"] for a in v["archs"]] for k, v in sets.items()}
     print(f"\n{'recipe':<14}" + "".join(f"{k[-12:]:>22}" for k in sets) +
           f"{'pooled tau':>14}{'median gap':>12}")

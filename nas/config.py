@@ -165,8 +165,8 @@ _PATH_LISTS = {"latency.luts"}       # lists of file paths
 _PER_DEVICE = {"search.budgets_ms"}  # a list, or a mapping device -> list (nas.multidevice)
 _CHOICES: dict[str, Callable[[], Any]] = {
     "data.source": _sources, "train.sampling": lambda: SAMPLINGS,
-    "train.smallest": lambda: SMALLEST, "train.device": lambda: DEVICES, "search.strategy": _strategies,
-    "search.executor": lambda: EXECUTORS}
+    "train.smallest": lambda: SMALLEST, "train.device": lambda: DEVICES,
+    "search.strategy": _strategies, "search.executor": lambda: EXECUTORS}
 
 
 def _number_ok(v: Any, kind: type) -> bool:

@@ -150,3 +150,20 @@ def scratch_error(space: SearchSpace, arch: Arch, splits, cfg, seed: int,
     return {"arch": arch.to_string(), "arch_id": arch.arch_id, "scratch_error": round(err, 4),
             "macs": count_macs(net, (1, space.in_channels, *arch.resolution)),
             "train_s": round(time.perf_counter() - t0, 1)}
+
+
+def inherited_errors(supernet_path: str | Path, space: SearchSpace, splits, search_cfg,
+                     archs: Sequence[Arch]) -> list[float]:
+    """Each arch's error with the supernet's weights, scored as the search scores it (BN
+    recalibration + head refit, `search_cfg`'s image counts and threads), in the task's
+    unit, rounded to 4 decimals: the side of a ranking benchmark that a supernet gives."""
+    from nas.evaluation import SubnetEvaluator
+    from nas.gaze.tasks import get_task
+    from nas.train import load_supernet
+
+    net, _ = load_supernet(supernet_path)
+    ev = SubnetEvaluator(net, space, splits, recal_images=search_cfg.recal_images,
+                         val_images=search_cfg.val_images, threads=search_cfg.threads,
+                         head_refit_images=search_cfg.head_refit_images)
+    key = get_task(space.task).error_key
+    return [round(ev.evaluate(a)[key], 4) for a in archs]

@@ -105,7 +105,7 @@ class LatencyTable:
                  f"{excerpt(corr_in)}", "correction")
         power = correction_form(corr_in) == "power"
         names = POWER_KEYS if power else tuple(IDENTITY)
-        check_keys(corr_in, dict.fromkeys(names), source, "correction.")
+        check_keys(corr_in, names, source, "correction.")
         corr = {}
         for name in names:
             v = corr_in.get(name, None if power else IDENTITY[name])

@@ -1,8 +1,8 @@
 """Fidelity of a LUT: time K random whole subnets end to end and compare with predictions.
 
 The whole nets are timed with the same interleaved protocol (and the same backend) as the
-LUT entries. The correction (`nas.latency.fit`) is fitted on all K, but the headline figures are
-leave-one-out, so they say how well the table predicts a subnet it has not been fitted on.
+LUT entries. The correction (`nas.latency.fit`) is fitted on all K, but the headline
+figures are leave-one-out, so they say how well the table predicts a subnet it has not been fitted on.
 With `fit=False` the table is judged as it stands (its own correction, nothing written):
 the check for an imported or adapted table.
 """
@@ -137,8 +137,9 @@ def fidelity_report(table: LatencyTable, space: SearchSpace, archs: list[Arch],
                     measured: Any, *, fit: bool = True, **extra: Any
                     ) -> tuple[dict[str, Any], dict[str, float]]:
     """The report stored in `table.validation`, and the correction it implies. `fit`: fit
-    the correction (`nas.latency.fit`) on these subnets and headline the leave-one-out figures; else judge the
-    table's own correction as it stands (the correction returned is the table's)."""
+    the correction (`nas.latency.fit`) on these subnets and headline the leave-one-out
+    figures; else judge the table's own correction as it stands (the correction returned
+    is the table's)."""
     names = [a.to_string() for a in archs]
     measured = np.asarray(measured, dtype=np.float64)
     sums, parts = map(np.array, zip(*(table.raw_sum(space, a) for a in archs)))
