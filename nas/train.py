@@ -74,8 +74,8 @@ def train_fingerprint(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, 
 def train_device(cfg: TrainConfig) -> torch.device:
     """The torch device `cfg.device` names, refused in one line where torch cannot use it."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but this torch sees no CUDA device "
-                        f"(torch {torch.__version__}); use cpu", field="train.device")
+        raise UserError(f"expected cpu: this torch ({torch.__version__}) sees no CUDA device, "
+                        "got cuda", field="train.device")
     return torch.device(cfg.device)
 
 

@@ -153,7 +153,7 @@ def test_device_is_recorded_but_not_part_of_the_recipe(tiny_space):
 def test_cuda_without_a_gpu_is_a_one_line_error(tiny_space, tmp_path):
     from dataclasses import replace
 
-    with pytest.raises(UserError, match="sees no CUDA device") as e:
+    with pytest.raises(UserError, match="sees no CUDA device, got cuda") as e:
         train_supernet(tiny_space, _splits(), replace(CFG, device="cuda"), 0, tmp_path,
                        log=lambda m: None)
     assert e.value.field == "train.device"
