@@ -12,7 +12,7 @@ from nas.distributed import EXECUTORS, RayConfig
 from nas.errors import UserError, check_keys, excerpt, find_non_finite, read_user_yaml, safe_name
 from nas.finetune import FinetuneConfig
 from nas.latency.fit import MIN_SAMPLES_FULL_FIT
-from nas.train import DEVICES, SAMPLINGS, SMALLEST, TrainConfig
+from nas.train import DEVICES, LAYER_POOLS, SAMPLINGS, SMALLEST, TrainConfig
 
 
 @dataclass
@@ -166,6 +166,7 @@ _PER_DEVICE = {"search.budgets_ms"}  # a list, or a mapping device -> list (nas.
 _CHOICES: dict[str, Callable[[], Any]] = {
     "data.source": _sources, "train.sampling": lambda: SAMPLINGS,
     "train.smallest": lambda: SMALLEST, "train.device": lambda: DEVICES,
+    "train.layer_pool": lambda: LAYER_POOLS,
     "search.strategy": _strategies, "search.executor": lambda: EXECUTORS}
 
 

@@ -24,6 +24,7 @@ from nas.gaze.tasks import SINGLE, TASKS, Layout
 from nas.inputs import SpaceInput, inputs_hash_part, parse_inputs, single_input
 
 FAMILY_MIXES = ("layer", "stage", "none")  # how finely a random arch mixes block families
+LAYER_POOLS = ("op", "family")  # how a layer draws its op: any op alike, or a family first
 SPACE_FORMAT_VERSION = 2  # 2: named inputs of multi-input tasks (`input.inputs`, nas.inputs)
 
 
@@ -329,16 +330,21 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator, single_family: bool = False,
-               family_mix: str = "layer") -> Arch:
+               family_mix: str = "layer", layer_pool: str = "op") -> Arch:
         """A random arch: uniform over each gene's choices (`family_mix="layer"`: every
         layer picks any op). `family_mix="stage"` draws one block family per stage and each
         layer its op from that family; `"none"` (or `single_family=True`) one family for
         the whole arch. The coarser modes give coherent subnets of every size, which
-        supernet training needs to sample often."""
+        supernet training needs to sample often. With `family_mix="layer"`,
+        `layer_pool="family"` draws each layer's family first, then an op of it: uniform
+        over ops gives the family with the most options (36 of the default space's 52 are
+        MBConv) most layers, and a 1-op family almost none next to another family."""
         if single_family:
             family_mix = "none"
         if family_mix not in FAMILY_MIXES:
             raise ValueError(f"family_mix must be one of {FAMILY_MIXES}, got {family_mix!r}")
+        if layer_pool not in LAYER_POOLS:
+            raise ValueError(f"layer_pool must be one of {LAYER_POOLS}, got {layer_pool!r}")
         opts = self.layer_options()
         fams = sorted({o.family for o in opts})
         by_fam = {f: [o for o in opts if o.family == f] for f in fams}
@@ -349,6 +355,11 @@ class SearchSpace:
                 return opts
             return by_fam[arch_fam or fams[rng.integers(len(fams))]]
 
+        def layer_op(pool: list[LayerOp]) -> LayerOp:
+            if family_mix == "layer" and layer_pool == "family":
+                pool = by_fam[fams[rng.integers(len(fams))]]
+            return pool[rng.integers(len(pool))]
+
         res = self.resolutions[rng.integers(len(self.resolutions))]
         stem = self.stem_strides[rng.integers(len(self.stem_strides))]
         depths = tuple(int(s.depths[rng.integers(len(s.depths))]) for s in self.stages)
@@ -356,7 +367,7 @@ class SearchSpace:
         ops = []
         for md in self.max_depths:
             pool = stage_pool()
-            ops.append(tuple(pool[rng.integers(len(pool))] for _ in range(md)))
+            ops.append(tuple(layer_op(pool) for _ in range(md)))
         return Arch(tuple(res), int(stem), depths, widths, tuple(ops))
 
     def pull_size(self, arch: Arch, rng: np.random.Generator, toward: str,

@@ -36,6 +36,7 @@ from nas.supernet import Supernet, build_supernet
 SUPERNET_FORMAT = "gaze-nas-supernet/1"
 SAMPLINGS = ("uniform", "single_family", "mixed", "stage")
 SMALLEST = ("global", "per_family")
+LAYER_POOLS = ("op", "family")
 DEVICES = ("cpu", "cuda")
 
 
@@ -50,6 +51,8 @@ class TrainConfig:
     random_subnet_images: int = 0    # images of the batch each random subnet sees (0: all):
                                      # more subnets per step at the same compute
     sampling: str = "single_family"  # how random subnets are drawn: one of SAMPLINGS
+    layer_pool: str = "op"           # per-layer draws (`uniform`, and `mixed`'s third):
+                                     # `op` any op alike, `family` a family first
     kd_weight: float = 0.5           # child loss = kd * L1(child, teacher) + (1-kd) * L1(child, y)
     feature_kd: float = 0.0          # + this * stage-output distillation from the largest subnet
     smallest: str = "global"         # sandwich's small end: `global` (the space's cheapest
@@ -64,9 +67,15 @@ class TrainConfig:
                                      # run moved between devices resumes; recorded in supernet.pt)
 
 
+# fields added after supernets were trained: at their default they stay out of the
+# fingerprint, so those supernets (trained that way) are still recognised and resumed
+_UNHASHED_DEFAULTS = {"layer_pool": "op"}
+
+
 def train_fingerprint(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, seed: int) -> str:
     """What a trained supernet depends on; a checkpoint made from other inputs is not reused."""
-    recipe = {k: v for k, v in asdict(cfg).items() if k != "device"}
+    recipe = {k: v for k, v in asdict(cfg).items()
+              if k != "device" and not (k in _UNHASHED_DEFAULTS and v == _UNHASHED_DEFAULTS[k])}
     return json_hash({"space": space.space_hash(), "data": splits.fingerprint,
                       "cfg": recipe, "seed": seed, "version": SUPERNET_FORMAT})
 
@@ -89,7 +98,7 @@ def _sample_subnet(space: SearchSpace, rng: np.random.Generator, cfg: TrainConfi
     any layer), `single_family` (one family per subnet), `stage` (one family per stage) or
     `mixed` (cycling through the three)."""
     mixes = _SAMPLING_MIX[cfg.sampling]
-    return space.sample(rng, family_mix=mixes[k % len(mixes)])
+    return space.sample(rng, family_mix=mixes[k % len(mixes)], layer_pool=cfg.layer_pool)
 
 
 def feature_distillation(child: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:

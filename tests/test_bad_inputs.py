@@ -189,6 +189,7 @@ CONFIG_FIELDS = [
     ("feature-kd-negative", S("train.feature_kd", -1), "train.feature_kd"),
     ("sampling-typo", S("train.sampling", "uniformm"), "did you mean 'uniform'"),
     ("smallest-unknown", S("train.smallest", "local"), "train.smallest"),
+    ("layer-pool-unknown", S("train.layer_pool", "families"), "did you mean 'family'"),
     ("device-unknown", S("train.device", "tpu"), "expected one of cpu, cuda"),
     ("channels-last-int", S("train.channels_last", 1), "train.channels_last"),
     ("checkpoint-every-zero", S("train.checkpoint_every_s", 0), "train.checkpoint_every_s"),

@@ -169,3 +169,38 @@ def test_cuda_training_writes_a_cpu_supernet(tiny_space, tmp_path):
     net, meta = load_supernet(path)
     assert meta["device"].startswith("cuda")
     assert all(t.device.type == "cpu" for t in net.state_dict().values())
+
+
+def test_layer_pool_default_keeps_earlier_fingerprints(tiny_space):
+    """`layer_pool` came after supernets were trained: at its default it is not hashed (the
+    fingerprint of an earlier run is unchanged); `family` is another recipe."""
+    from dataclasses import asdict, replace
+
+    from nas.io import json_hash
+    from nas.train import SUPERNET_FORMAT, train_fingerprint
+
+    splits = _splits()
+    earlier = {k: v for k, v in asdict(CFG).items() if k not in ("device", "layer_pool")}
+    assert train_fingerprint(tiny_space, splits, CFG, 0) == json_hash(
+        {"space": tiny_space.space_hash(), "data": splits.fingerprint, "cfg": earlier,
+         "seed": 0, "version": SUPERNET_FORMAT})
+    assert (train_fingerprint(tiny_space, splits, CFG, 0)
+            != train_fingerprint(tiny_space, splits, replace(CFG, layer_pool="family"), 0))
+
+
+def test_family_layer_pool_balances_families(eye_space):
+    """Per-layer draws over ops give MBConv (36 of 52 ops) most layers; drawing the family
+    first gives each family about a quarter."""
+    from collections import Counter
+
+    def shares(pool):
+        rng = np.random.default_rng(0)
+        c = Counter(o.family for _ in range(200)
+                    for st in eye_space.sample(rng, layer_pool=pool).ops for o in st)
+        return {f: n / sum(c.values()) for f, n in c.items()}
+
+    by_op, by_family = shares("op"), shares("family")
+    assert by_op["mbconv"] > 0.6 and by_op["resblock"] < 0.05
+    assert all(0.2 < s < 0.3 for s in by_family.values()) and len(by_family) == 4
+    with pytest.raises(ValueError, match="layer_pool"):
+        eye_space.sample(np.random.default_rng(0), layer_pool="any")
