@@ -10,11 +10,16 @@ Subnet errors are cached per supernet, so strategies that meet the same subnet p
 
     python experiments/bench_search.py --run runs/quickstart --evals 80 160 320 --seeds 3
     python experiments/bench_search.py ... --strategies evolution evolution+screen8  # screened
+    python experiments/bench_search.py ... --strategies evolution evolution+fill2    # gap filling
+
+Besides hypervolume it prints each front's size and its largest latency step (the ratio
+between neighbouring front points), medians over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,11 +51,25 @@ def _matrix(rows: list[dict], err_key: str) -> np.ndarray:
     return F if len(F) else F.reshape(0, 2)
 
 
-def _variant(label: str) -> tuple[str, int]:
-    """`evolution+screen8` -> ("evolution", 8): a strategy screened by the error predictor
-    (learning only from its own results: no warm start, so every strategy sees the same)."""
-    name, _, extra = label.partition("+screen")
-    return name, int(extra) if extra else 0
+def _variant(label: str) -> tuple[str, int, float]:
+    """`evolution+screen8` -> ("evolution", 8, 0): a strategy screened by the error
+    predictor (learning only from its own results: no warm start, so every strategy sees
+    the same); `evolution+fill2` -> ("evolution", 0, 2.0): with gap filling at ratio 2."""
+    name, *extras = re.split(r"\+(?=screen|fill)", label)
+    screen, fill = 0, 0.0
+    for e in extras:
+        if e.startswith("screen"):
+            screen = int(e[len("screen"):])
+        else:
+            fill = float(e[len("fill"):])
+    return name, screen, fill
+
+
+def largest_step(F: np.ndarray) -> float:
+    """The widest latency ratio between neighbouring points of the front of F."""
+    P = F[non_dominated_mask(F)] if len(F) else F
+    lat = np.sort(P[:, 1])
+    return float(np.max(lat[1:] / lat[:-1])) if len(lat) > 1 else 1.0
 
 
 def _finite(F: np.ndarray) -> np.ndarray:
@@ -107,8 +126,9 @@ def main() -> int:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             d = out / name / f"seed{seed}"
-            base, screen = _variant(name)
+            base, screen, fill = _variant(name)
             res = run_search_stage(space, sup, splits, table, d, strategy=base, screen=screen,
+                                   fill_gaps=fill,
                                    evals=runs_to[name],
                                    budgets=budgets, seed=seed, batch=s_cfg.get("batch", 8),
                                    recal_images=s_cfg.get("recal_images", 512),
@@ -124,7 +144,7 @@ def main() -> int:
     table_rows, worst_check = [], 0.0
     for name in args.strategies:
         for n in [n for n in args.evals if n <= runs_to[name]]:
-            hvs, errs, picks = [], {b: [] for b in budgets}, []
+            hvs, errs, picks, sizes, steps = [], {b: [] for b in budgets}, [], [], []
             for seed in range(args.seeds):
                 F = _finite(logs[(name, seed)][:n])
                 hv = hypervolume_2d(F, ref)
@@ -132,6 +152,8 @@ def main() -> int:
                 if other is not None:
                     worst_check = max(worst_check, abs(hv - other) / max(abs(other), 1e-12))
                 hvs.append(hv)
+                sizes.append(int(non_dominated_mask(F).sum()) if len(F) else 0)
+                steps.append(largest_step(F))
                 chosen = best_under_budget(F[:, 0], F[:, 1], budgets)
                 for b in budgets:
                     errs[b].append(F[chosen[b], 0] if chosen[b] is not None else np.nan)
@@ -141,7 +163,10 @@ def main() -> int:
                 "hv_min": float(np.min(hvs)), "hv_max": float(np.max(hvs)),
                 "hv_share_median": float(np.median(hvs) / ref_hv) if ref_hv else None,
                 best_key: {str(b): float(np.nanmedian(v)) for b, v in errs.items()},
-                "distinct_picks_median": float(np.median(picks))})
+                "distinct_picks_median": float(np.median(picks)),
+                "front_size_median": float(np.median(sizes)),
+                "largest_step_median": float(np.median(steps)),
+                "largest_steps": [round(s, 3) for s in steps]})
     to99 = {name: _evals_to_share(logs, name, args.seeds, runs_to[name], ref, ref_hv, 0.99)
             for name in args.strategies}
     print(f"\nreference hypervolume (union of every strategy's front at its last count): "
@@ -150,14 +175,15 @@ def main() -> int:
           "run): " + ", ".join(f"{k} {v if v is not None else '-'}" for k, v in to99.items()))
     hdr = "  ".join(f"err<={b:g}" for b in budgets)
     print(f"\n{'strategy':<15}{'evals':>6}{'HV median':>11}{'[min, max]':>18}{'% ref':>7}  "
-          f"{hdr}  picks")
+          f"{hdr}  picks  front  largest step (each seed)")
     for r in table_rows:
         e = "  ".join(f"{v:>{len(f'err<={b:g}')}.2f}" for b, v in
                       zip(budgets, r[best_key].values()))
         span = f"[{r['hv_min']:.3f}, {r['hv_max']:.3f}]"
         print(f"{r['strategy']:<15}{r['evals']:>6}{r['hv_median']:>11.4f}{span:>18}"
               f"{100 * (r['hv_share_median'] or 0):>7.1f}  {e}  "
-              f"{r['distinct_picks_median']:.0f}")
+              f"{r['distinct_picks_median']:.0f}  {r['front_size_median']:5.0f}  "
+              + "/".join(f"{s:.2f}x" for s in r["largest_steps"]))
     _plot(out / "hv_vs_evals.png", logs, args, ref, ref_hv)
     atomic_write_json(out / "bench_search.json", {
         "run": str(run_dir), "lut": str(lut), "reference_point": ref, "rule": HV_RULE,

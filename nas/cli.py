@@ -256,6 +256,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         res = run_search_stage(space, sup, splits, devices, out, strategy=a.strategy,
                                options=opts, warm_start=a.warm_start,
                                screen=s.screen if a.screen is None else a.screen,
+                               fill_gaps=s.fill_gaps if a.fill_gaps is None else a.fill_gaps,
+                               fill_share=s.fill_share if a.fill_share is None else a.fill_share,
                                evals=a.evals, budgets=budgets, seed=a.seed, batch=s.batch,
                                recal_images=s.recal_images, val_images=s.val_images,
                                threads=s.threads, log=log, executor=executor,
@@ -540,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ask N x the candidates and measure those an error predictor "
                     "(fitted on the cache and every result) expects to improve the front; "
                     "0: off (default: the run's search.screen)")
+    se.add_argument("--fill-gaps", type=_number("search.fill_gaps", float), metavar="RATIO",
+                    help="while the front has a latency step wider than RATIO, spend up to "
+                    "--fill-share of the evaluations on archs the table puts inside it; "
+                    "0: off (default: the run's search.fill_gaps)")
+    se.add_argument("--fill-share", type=_number("search.fill_share", float), metavar="S",
+                    help="share of the evaluations gap filling may take (default: the run's "
+                    "search.fill_share)")
     se.add_argument("--export", metavar="DIR", help="then export each budget's best subnet "
                     "(ONNX + torch + card) to DIR/<arch_id>/, in this process")
     se.add_argument("--storage", help="optuna-*: study storage URL, e.g. "

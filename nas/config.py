@@ -53,6 +53,10 @@ class SearchConfig:
     workers: int = 2              # Ray evaluation workers with executor: ray (1 CPU each)
     screen: int = 0               # > 0: ask this many x candidates, measure those an error
                                   # predictor expects to improve the front (nas.search.screening)
+    fill_gaps: float = 0.0        # > 1: while the front has a latency step wider than this
+                                  # ratio, spend up to `fill_share` of the evaluations on archs
+                                  # the table puts inside it (nas.search.gapfill); 0: off
+    fill_share: float = 0.25
 
 
 @dataclass
@@ -134,6 +138,8 @@ LIMITS: dict[str, Range] = {
     "search.head_refit_images": Range(64, MAX_IMAGES, also=(0,)),
     "search.val_images": Range(1, MAX_IMAGES), "search.threads": Range(1, 256),
     "search.workers": Range(1, 4096), "search.screen": Range(0, 1024),
+    "search.fill_gaps": Range(1, 1000, lo_open=True, also=(0,)),
+    "search.fill_share": Range(0, 1, lo_open=True),
     "finetune.epochs": Range(0, 10_000), "finetune.lr": Range(0, 10, lo_open=True),
     "finetune.batch_size": Range(2, MAX_IMAGES), "finetune.weight_decay": Range(0, 10),
     "finetune.warmup_steps": Range(0, 10**7), "finetune.kd_weight": Range(0, 1),

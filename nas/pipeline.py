@@ -301,13 +301,16 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
                      executor: str = "sequential", workers: int = 2, ray: Any = None,
                      spec: EvaluatorSpec | None = None, head_refit_images: int = 0,
                      options: dict | None = None, warm_start: bool = False,
-                     screen: int = 0) -> dict:
+                     screen: int = 0, fill_gaps: float = 0.0, fill_share: float = 0.25
+                     ) -> dict:
     """Search with inherited-weight error and LUT latency; errors cached per supernet.
 
     `screen` > 0 asks the strategy for `screen` x as many candidates as each batch needs
     and evaluates those of largest predicted hypervolume gain (`nas.search.screening`),
     the predictor fitted on every error told so far and, with `warm_start`, on the whole
-    error cache of the supernet.
+    error cache of the supernet. `fill_gaps` > 1 spends up to `fill_share` of the
+    evaluations inside the front's latency steps wider than that ratio
+    (`nas.search.gapfill`).
 
     `executor="ray"` evaluates each batch on `workers` Ray actors (`ray`: a
     `nas.distributed.RayConfig`; default a private local Ray) built from `spec` (the run's
@@ -349,6 +352,11 @@ def run_search_stage(space: SearchSpace, supernet_path: Path, splits, table, out
             f"supernet, re-ranked on {devices.device} (their errors are reused)")
     if screen:  # seeds are served first, unscreened
         strat = _screened(strat, ev, space, devices, splits, screen, warm_start, meta, log)
+    if fill_gaps:
+        from nas.search.gapfill import GapFilled
+
+        strat = GapFilled(strat, lambda a: devices.latencies(space, a), fill_gaps, fill_share)
+        meta["fill_gaps"] = [fill_gaps, fill_share]
     strat = Seeded(strat, seeds)
     runner = None
     if executor == "ray":
@@ -458,7 +466,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
                                      + ([s.head_refit_images] if s.head_refit_images else [])
                                      + ([s.options, s.storage] if s.options or s.storage
                                         else [])
-                                     + ([s.screen] if s.screen else [])))
+                                     + ([s.screen] if s.screen else [])
+                                     + ([s.fill_gaps, s.fill_share] if s.fill_gaps else [])))
     with clock.stage("search") as info:
         res = run_search_stage(space, sup_path, splits, table, out / "search",
                                strategy=s.strategy, evals=s.evals, budgets=budgets,
@@ -467,6 +476,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, log: Log) -> dict:
                                restart_if_changed=True, executor=s.executor,
                                workers=s.workers, ray=cfg.ray,
                                head_refit_images=s.head_refit_images, screen=s.screen,
+                               fill_gaps=s.fill_gaps, fill_share=s.fill_share,
                                options=strategy_options(s, space, cfg.seed, cfg.source),
                                spec=(evaluator_spec(sup_path, cfg, splits.fingerprint)
                                      if s.executor == "ray" else None))
