@@ -4,7 +4,8 @@ The baselines stage (`gaze-nas baselines`) found the 4-block residual net (resne
 accurate and faster than every subnet the default space's search returned. Before asking a
 search to be >= 2x faster at resnet4's error, this script measures whether such nets exist
 near it: resnet4 with a lower input resolution, narrower stages, one family swapped in for
-the late stages, or the first stage downsampling (as the default space does). Each net is
+the late stages, the first stage downsampling (as the default space does), or inverted
+residual (MBConv) blocks in its layout. Each net is
 trained from scratch with the config's data and schedule (the baselines' protocol), then
 all are timed end to end in one interleaved onnxruntime run.
 
@@ -55,6 +56,12 @@ VARIANTS: dict[str, tuple[tuple[int, int], int, tuple[Stage, ...]]] = {
                                                      (64, 2, ("sh_k3",)), (128, 2, ("sh_k3",)))),
     "2 residual + 2 shuffle, to 96": ((36, 60), 2, ((16, 1, ("rb_k3",)), (32, 2, ("rb_k3",)),
                                                     (64, 2, ("sh_k3",)), (96, 2, ("sh_k3",)))),
+    # resnet4's layout (first stage at the stem's resolution) with inverted residuals: the
+    # family every searched front is made of, where the default space cannot place it
+    "mbconv k3 e3, resnet4's layout": ((36, 60), 2, _stack((16, 32, 64, 128), SEED,
+                                                           "mb_k3_e3_hs")),
+    "mbconv k5 e6, resnet4's layout": ((36, 60), 2, _stack((16, 32, 64, 128), SEED,
+                                                           "mb_k5_e6_hs")),
 }
 
 

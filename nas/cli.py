@@ -8,12 +8,13 @@ import json
 import os
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from nas import __version__
 from nas.distributed import EXECUTORS
-from nas.errors import EXCERPT, UserError, excerpt, safe_name
+from nas.errors import EXCERPT, UserError, excerpt, safe_name, with_source
 
 _T0 = time.time()
 
@@ -24,13 +25,26 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------- commands
+@contextmanager
+def _naming_config(cfg) -> Iterator[None]:
+    """A stage's error about a config field (`train.device: cuda` without a GPU, found when
+    training starts) names the config file as well as the field."""
+    from nas.config import CONFIG_KEYS
+
+    try:
+        yield
+    except UserError as exc:
+        raise with_source(exc, cfg.source, CONFIG_KEYS) from None
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.pipeline import run
 
     cfg = getattr(a, "config_obj", None) or load_config(a.config)
     out = _prepare_run(cfg, a.out)
-    m = run(cfg, out, log)  # locks `out`, then writes run_config.json
+    with _naming_config(cfg):
+        m = run(cfg, out, log)  # locks `out`, then writes run_config.json
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stage_seconds"].items())
           + f"; total {m['total_seconds']:.1f}")
     print(f"report: {out / 'report.md'}")
@@ -46,7 +60,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     out = _prepare_run(cfg, a.out)
-    with RunLock(out):
+    with _naming_config(cfg), RunLock(out):
         atomic_write_json(out / "run_config.json", cfg.to_dict())
         space = SearchSpace.load(cfg.space)
         clock = StageClock(log)

@@ -152,6 +152,7 @@ _SECTIONS = {"data": DataConfig, "train": TrainConfig, "latency": LatencyConfig,
              "search": SearchConfig, "finetune": FinetuneConfig, "baselines": BaselinesConfig,
              "ray": RayConfig}
 _TOP = ("version", "name", "seed", "space", *_SECTIONS)
+CONFIG_KEYS = _TOP  # the top-level keys of an experiment config
 
 
 def _sources() -> list[str]:

@@ -22,6 +22,7 @@ class UserError(Exception):
     """A mistake in what the user handed us (file, field, value); shown without traceback."""
 
     def __init__(self, message: str, source: str | None = None, field: str | None = None):
+        self.message = message
         self.source = source
         self.field = field
         parts = []
@@ -34,6 +35,16 @@ class UserError(Exception):
         if len(text) > MAX_MESSAGE:  # one line, bounded, whatever the parts held
             text = text[:MAX_MESSAGE - 3] + "..."
         super().__init__(text)
+
+
+def with_source(exc: UserError, source: str, fields: Iterable[str]) -> UserError:
+    """`exc` naming `source` too when it names a field of that file (a top-level key in
+    `fields`, or below one) but no file: a stage that checks a config field deep inside the
+    pipeline knows the field, not which config it came from."""
+    top = (exc.field or "").split(".")[0]
+    if exc.source is not None or top not in set(fields):
+        return exc
+    return UserError(exc.message, source=source, field=exc.field)
 
 
 _REPR = reprlib.Repr()

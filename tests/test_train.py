@@ -204,3 +204,19 @@ def test_family_layer_pool_balances_families(eye_space):
     assert all(0.2 < s < 0.3 for s in by_family.values()) and len(by_family) == 4
     with pytest.raises(ValueError, match="layer_pool"):
         eye_space.sample(np.random.default_rng(0), layer_pool="any")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a CUDA device")
+def test_train_stage_error_names_the_config_file(tmp_path, tiny_config, capsys):
+    """`train.device: cuda` is refused when training starts, deep in the pipeline; the one
+    line still names the config file, not just the field."""
+    import yaml
+
+    from nas.cli import main
+
+    tiny_config["train"]["device"] = "cuda"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(cfg) in err and "train.device" in err and "Traceback" not in err
