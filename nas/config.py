@@ -53,7 +53,7 @@ class SearchConfig:
     workers: int = 2              # Ray evaluation workers with executor: ray (1 CPU each)
     screen: int = 0               # > 0: ask this many x candidates, measure those an error
                                   # predictor expects to improve the front (nas.search.screening)
-    fill_gaps: float = 0.0        # > 1: while the front has a latency step wider than this
+    fill_gaps: float = 2.0        # > 1: while the front has a latency step wider than this
                                   # ratio, spend up to `fill_share` of the evaluations on archs
                                   # the table puts inside it (nas.search.gapfill); 0: off
     fill_share: float = 0.25
