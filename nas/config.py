@@ -12,7 +12,8 @@ from nas.distributed import EXECUTORS, RayConfig
 from nas.errors import UserError, check_keys, excerpt, find_non_finite, read_user_yaml, safe_name
 from nas.finetune import FinetuneConfig
 from nas.latency.fit import MIN_SAMPLES_FULL_FIT
-from nas.train import DEVICES, LAYER_POOLS, SAMPLINGS, SMALLEST, TrainConfig
+from nas.space import LAYER_POOLS
+from nas.train import DEVICES, SAMPLINGS, SMALLEST, TrainConfig
 
 
 @dataclass

@@ -36,7 +36,6 @@ from nas.supernet import Supernet, build_supernet
 SUPERNET_FORMAT = "gaze-nas-supernet/1"
 SAMPLINGS = ("uniform", "single_family", "mixed", "stage")
 SMALLEST = ("global", "per_family")
-LAYER_POOLS = ("op", "family")
 DEVICES = ("cpu", "cuda")
 
 

@@ -14,22 +14,21 @@ error reported is measured; only where to look is chosen.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nas.errors import UserError
 from nas.search.operators import crossover, mutate
 from nas.search.pareto import non_dominated_mask
-from nas.search.strategy import Strategy
+from nas.search.strategy import Strategy, Wrapper
 from nas.space import Arch
 
 MUTATION_PROBS = (0.1, 0.2, 0.3)  # small and larger moves away from a step's end point
 WARMUP = 16  # results told before the front is worth filling (the first are mostly random)
 
 
-class GapFilled(Strategy):
+class GapFilled(Wrapper):
     """Wrap `inner` so that, while some device's measured front has two neighbours more
     than `max_ratio` apart in latency, up to `share` of all asks are gap fillers; the rest
     (and every ask while there is no such step) are `inner`'s. `latency(arch)` gives the
@@ -38,14 +37,13 @@ class GapFilled(Strategy):
 
     def __init__(self, inner: Strategy, latency: Callable[[Arch], Sequence[float]],
                  max_ratio: float = 2.0, share: float = 0.25, tries: int = 300):
-        super().__init__(inner.space, inner.seed)
+        super().__init__(inner)
         if not isinstance(max_ratio, (int, float)) or not max_ratio > 1:
             raise UserError(f"expected a latency ratio > 1, got {max_ratio!r}",
                             field="search.fill_gaps")
         if not isinstance(share, (int, float)) or not 0 < share <= 1:
             raise UserError(f"expected a share in (0, 1], got {share!r}",
                             field="search.fill_share")
-        self.inner, self.name = inner, inner.name
         self.latency, self.max_ratio, self.share = latency, float(max_ratio), float(share)
         self.tries = int(tries)
         self._rng = np.random.default_rng([self.seed, 0x6A9])
@@ -56,13 +54,6 @@ class GapFilled(Strategy):
         self._fills = 0
 
     # ------------------------------------------------------------------ contract
-    def set_objectives(self, objectives: Sequence[str],
-                       budgets: Mapping[str, Sequence[float]]) -> None:
-        self.inner.set_objectives(objectives, budgets)
-
-    def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
-        self.inner.attach(out_dir, budgets)
-
     def ask(self, n: int) -> list[Arch]:
         out: list[Arch] = []
         for _ in range(max(0, int(n))):

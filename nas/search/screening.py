@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nas.errors import UserError
 from nas.io import atomic_write_json, json_hash
 from nas.search.pareto import hypervolume_2d, non_dominated_mask
-from nas.search.strategy import Strategy
+from nas.search.strategy import Strategy, Wrapper
 from nas.search.surrogate import ErrorPredictor
 from nas.space import Arch
 
@@ -31,7 +31,7 @@ ROWS_FILE = "screen_rows.json"
 MIN_ROWS = 10  # fewer cached errors than this: the predictor is not fitted, nothing screened
 
 
-class Screened(Strategy):
+class Screened(Wrapper):
     """Wrap `inner` so each ask of n returns the n best of `oversample * n` candidates by
     predicted hypervolume gain. `rows` are (arch, error) pairs measured before the search
     (the error cache); `latency(arch)` gives the arch's latency on each device, in the
@@ -41,14 +41,13 @@ class Screened(Strategy):
     def __init__(self, inner: Strategy, rows: Sequence[tuple[Arch, float]],
                  latency: Callable[[Arch], Sequence[float]], ref: Sequence[float],
                  oversample: int = 8):
-        super().__init__(inner.space, inner.seed)
+        super().__init__(inner)
         if not getattr(inner, "discardable_asks", False):
             raise UserError(f"screening needs a strategy whose asks may be dropped "
                             f"(evolution, random), not {inner.name!r}", field="search.screen")
         if not isinstance(oversample, int) or oversample < 1:
             raise UserError(f"expected an integer >= 1, got {oversample!r}",
                             field="search.screen")
-        self.inner, self.name = inner, inner.name
         self.rows = [(a, float(e)) for a, e in rows if math.isfinite(e)]
         self.latency, self.ref, self.oversample = latency, np.asarray(ref, float), oversample
         self._told: list[tuple[Arch, tuple[float, ...], bool]] = []
@@ -57,14 +56,10 @@ class Screened(Strategy):
         self._rows_front: np.ndarray | None = None  # the cached rows' front: fixed, so once
 
     # ------------------------------------------------------------------ contract
-    def set_objectives(self, objectives: Sequence[str],
-                       budgets: Mapping[str, Sequence[float]]) -> None:
-        self.inner.set_objectives(objectives, budgets)
-
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
         """Freeze the rows the predictor starts from in `out_dir` the first time, so a
         resumed search fits the same predictor even though the cache has grown since."""
-        self.inner.attach(out_dir, budgets)
+        super().attach(out_dir, budgets)
         path = Path(out_dir) / ROWS_FILE
         if path.exists():
             try:

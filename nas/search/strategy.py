@@ -148,17 +148,13 @@ def make_strategy(name: str, space: SearchSpace, seed: int, **opts: Any) -> Stra
     return factory(space, seed, **opts)
 
 
-class Seeded(Strategy):
-    """A strategy whose first asks are given archs (a previous front re-ranked on a new
-    table, the baselines, the extremes), told to it as results like any other, then its own
-    asks. Wrapping keeps every strategy seedable without each re-implementing a queue."""
+class Wrapper(Strategy):
+    """A strategy that adds behaviour around `inner` (seeding, screening, gap filling): it
+    takes `inner`'s space, seed and name, and passes the runner's set-up calls through."""
 
-    def __init__(self, inner: Strategy, seeds: list[Arch]):
+    def __init__(self, inner: Strategy):
         super().__init__(inner.space, inner.seed)
         self.inner, self.name = inner, inner.name
-        seen: set[str] = set()
-        self.seeds = [a for a in seeds if not (a.arch_id in seen or seen.add(a.arch_id))]
-        self._served = 0
 
     def set_objectives(self, objectives: Sequence[str],
                        budgets: Mapping[str, Sequence[float]]) -> None:
@@ -166,6 +162,18 @@ class Seeded(Strategy):
 
     def attach(self, out_dir: Path, budgets: Sequence[float]) -> None:
         self.inner.attach(out_dir, budgets)
+
+
+class Seeded(Wrapper):
+    """A strategy whose first asks are given archs (a previous front re-ranked on a new
+    table, the baselines, the extremes), told to it as results like any other, then its own
+    asks. Wrapping keeps every strategy seedable without each re-implementing a queue."""
+
+    def __init__(self, inner: Strategy, seeds: list[Arch]):
+        super().__init__(inner)
+        seen: set[str] = set()
+        self.seeds = [a for a in seeds if not (a.arch_id in seen or seen.add(a.arch_id))]
+        self._served = 0
 
     def ask(self, n: int) -> list[Arch]:
         out = self.seeds[self._served:self._served + max(0, int(n))]
