@@ -201,3 +201,37 @@ def test_space_hash_stable_and_sensitive(eye_space, tmp_path):
     d["stages"][0]["widths"] = [16, 32]
     assert SearchSpace.from_dict(d).space_hash() != eye_space.space_hash()
     assert math.log10(eye_space.size()) > 9
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_space_loads(path):
+    space = SearchSpace.load(path)
+    rng = np.random.default_rng(0)
+    arch = space.sample(rng)
+    assert space.parse(arch.to_string()) == arch
+
+
+REAL_DATA = {"ethxgaze.yaml", "mpiifacegaze.yaml", "mpiigaze.yaml"}  # need data.path
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments").rglob("*.yaml")
+                                        if p.name not in REAL_DATA),
+                         ids=lambda p: str(p.relative_to(ROOT / "experiments")))
+def test_every_shipped_config_loads(path):
+    from nas.config import load_config
+    cfg = load_config(path)
+    assert Path(cfg.space).is_file()
+
+
+def test_hires_space_contains_the_seed_studys_residual_net():
+    """The baselines config searches this space so that the seed net is a candidate: its
+    stage layout (stride 1 first, widths 16-128) must parse as an arch of the space."""
+    from nas.baselines import SEED_STRIDES, SEED_WIDTHS, seed_study
+    space = SearchSpace.load(ROOT / "search_spaces" / "gaze_eye_hires.yaml")
+    assert tuple(s.stride for s in space.stages) == SEED_STRIDES
+    resnet4 = next(b for b in seed_study(space, lr_sweep=False) if b.name == "resnet4")
+    _, seed_arch = resnet4.space_and_arch(space)
+    arch = space.parse(seed_arch.to_string())
+    assert arch.widths == SEED_WIDTHS and arch.depths == (1, 1, 1, 1)
+    assert {o.family for st in arch.active_ops() for o in st} == {"resblock"}
