@@ -30,7 +30,7 @@ from nas.gaze.data import Batches, GazeSplits, first_rows, n_rows, to_input
 from nas.gaze.tasks import get_task
 from nas.io import atomic_torch_save, json_hash, load_torch_dict, package_versions
 from nas.models import NetInput, fit_input, input_len, move_input, take_rows
-from nas.space import SearchSpace
+from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet, build_supernet
 
 SUPERNET_FORMAT = "gaze-nas-supernet/1"
@@ -58,6 +58,9 @@ class TrainConfig:
                                      # arch every step) or `per_family` (each family's
                                      # cheapest in turn, so every family is trained every
                                      # few steps on a full batch)
+    family_largest: bool = False     # one more full-batch student per step: the largest
+                                     # subnet of each other family in turn, so families
+                                     # beside the teacher's train their widest weights too
     channels_last: bool = True       # 1.5-2x faster on this CPU (measured)
     threads: int = 2
     checkpoint_every_s: float = 120.0
@@ -68,7 +71,7 @@ class TrainConfig:
 
 # fields added after supernets were trained: at their default they stay out of the
 # fingerprint, so those supernets (trained that way) are still recognised and resumed
-_UNHASHED_DEFAULTS = {"layer_pool": "op"}
+_UNHASHED_DEFAULTS = {"layer_pool": "op", "family_largest": False}
 
 
 def train_fingerprint(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, seed: int) -> str:
@@ -115,12 +118,13 @@ def feature_distillation(child: list[torch.Tensor], teacher: list[torch.Tensor])
 
 def sandwich_step(net: Supernet, space: SearchSpace, x: NetInput, y: torch.Tensor,
                   cfg: TrainConfig, rng: np.random.Generator, big, small,
-                  part: int | None = None) -> float:
+                  part: int | None = None, top: Arch | None = None) -> float:
     """Forward and backward of one sandwich step on the batch (x, y); gradients accumulate
     in `net` (the caller zeroes them and steps the optimizer). The largest subnet learns
     the labels; the small end (`small`) and `cfg.random_subnets` random subnets drawn from
     `rng` learn its outputs (and stage outputs with `cfg.feature_kd`), each random one on
-    its own `part` images of the batch (default `cfg.random_subnet_images`, 0: all).
+    its own `part` images of the batch (default `cfg.random_subnet_images`, 0: all);
+    `top` (another family's largest subnet) joins them on the whole batch.
     The supernet's `teacher_only_parameters()` (a fusion head shared whole by all subnets)
     keep the largest subnet's gradient only. Returns the largest subnet's loss."""
     feat = cfg.feature_kd > 0
@@ -133,7 +137,7 @@ def sandwich_step(net: Supernet, space: SearchSpace, x: NetInput, y: torch.Tenso
     t_feats = [f.detach() for f in t_feats]
     n = input_len(x)
     part = (cfg.random_subnet_images if part is None else part) or n
-    children = [(small, slice(None))]
+    children = [(small, slice(None))] + ([(top, slice(None))] if top is not None else [])
     for k in range(cfg.random_subnets):
         lo = (k * part) % n
         children.append((_sample_subnet(space, rng, cfg, k), slice(lo, lo + part)))
@@ -149,6 +153,14 @@ def sandwich_step(net: Supernet, space: SearchSpace, x: NetInput, y: torch.Tenso
     for p, g in kept:
         p.grad = g
     return loss.item()
+
+
+def family_tops(space: SearchSpace, big: Arch) -> list[Arch]:
+    """The largest subnet of every family but the teacher's (`big`), or `[None]` when the
+    space has one family."""
+    teacher = {o.family for st in big.active_ops() for o in st}
+    tops = [space.largest(f) for f in space.blocks if f not in teacher]
+    return tops or [None]
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> list[int]:
@@ -248,6 +260,7 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
     big = space.largest()
     smalls = ([space.smallest()] if cfg.smallest == "global"
               else [space.smallest(f) for f in space.blocks])
+    tops = family_tops(space, big) if cfg.family_largest else [None]
     t_start, last_log, last_ckpt, done_imgs = time.time(), time.time(), time.time(), 0
     steps_done_at_start = epoch * steps_per_epoch + step
     with deferred_interrupt() as interrupt:
@@ -261,7 +274,8 @@ def train_supernet(space: SearchSpace, splits: GazeSplits, cfg: TrainConfig, see
                                              steps_per_epoch, total)
                     x, y = move_input(train_x[idx], dev), train_y[idx].to(dev)
                     opt.zero_grad(set_to_none=True)
-                    loss = sandwich_step(net, space, x, y, cfg, rng, big, smalls[g % len(smalls)])
+                    loss = sandwich_step(net, space, x, y, cfg, rng, big, smalls[g % len(smalls)],
+                                         top=tops[g % len(tops)])
                     loss_sum, loss_n = loss_sum + loss, loss_n + 1
                     opt.step()
                     step += 1

@@ -172,20 +172,53 @@ def test_cuda_training_writes_a_cpu_supernet(tiny_space, tmp_path):
 
 
 def test_layer_pool_default_keeps_earlier_fingerprints(tiny_space):
-    """`layer_pool` came after supernets were trained: at its default it is not hashed (the
-    fingerprint of an earlier run is unchanged); `family` is another recipe."""
+    """`layer_pool` and `family_largest` came after supernets were trained: at their
+    defaults they are not hashed (the fingerprint of an earlier run is unchanged); other
+    values are another recipe."""
     from dataclasses import asdict, replace
 
     from nas.io import json_hash
     from nas.train import SUPERNET_FORMAT, train_fingerprint
 
     splits = _splits()
-    earlier = {k: v for k, v in asdict(CFG).items() if k not in ("device", "layer_pool")}
+    earlier = {k: v for k, v in asdict(CFG).items()
+               if k not in ("device", "layer_pool", "family_largest")}
     assert train_fingerprint(tiny_space, splits, CFG, 0) == json_hash(
         {"space": tiny_space.space_hash(), "data": splits.fingerprint, "cfg": earlier,
          "seed": 0, "version": SUPERNET_FORMAT})
     assert (train_fingerprint(tiny_space, splits, CFG, 0)
             != train_fingerprint(tiny_space, splits, replace(CFG, layer_pool="family"), 0))
+    assert (train_fingerprint(tiny_space, splits, CFG, 0)
+            != train_fingerprint(tiny_space, splits, replace(CFG, family_largest=True), 0))
+
+
+def test_family_largest_trains_each_other_familys_top_on_the_full_batch(tiny_space, tmp_path,
+                                                                       monkeypatch):
+    """With `family_largest`, every step adds one full-batch student: the largest subnet of
+    a family other than the teacher's, each such family in turn."""
+    from nas.supernet import Supernet
+    from nas.train import family_tops
+
+    big = tiny_space.largest()
+    tops = family_tops(tiny_space, big)
+    teacher = {o.family for st in big.active_ops() for o in st}
+    assert len(tops) == len(tiny_space.blocks) - len(teacher) >= 1
+    assert all(not teacher & {o.family for st in t.active_ops() for o in st} for t in tops)
+    seen = []
+    real = Supernet.forward
+
+    def spy(self, x, arch, return_features=False):
+        if torch.is_grad_enabled():
+            seen.append((arch.arch_id, len(x)))
+        return real(self, x, arch, return_features)
+
+    monkeypatch.setattr(Supernet, "forward", spy)
+    cfg = TrainConfig(epochs=1, batch_size=16, warmup_steps=2, threads=1, eval_images=16,
+                      random_subnets=1, random_subnet_images=4, family_largest=True)
+    train_supernet(tiny_space, _splits(n=16 * len(tops)), cfg, 0, tmp_path, log=lambda m: None)
+    per_step = [seen[i:i + 4] for i in range(0, len(seen), 4)]
+    assert len(per_step) == len(tops)
+    assert [s[2] for s in per_step] == [(t.arch_id, 16) for t in tops]
 
 
 def test_family_layer_pool_balances_families(eye_space):

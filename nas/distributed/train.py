@@ -71,7 +71,7 @@ def _worker_loop(config: dict) -> None:
     from nas.gaze.data import Batches, splits_from
     from nas.space import SearchSpace
     from nas.supernet import Supernet
-    from nas.train import TrainConfig, _quick_eval, begin_step, sandwich_step
+    from nas.train import TrainConfig, _quick_eval, begin_step, family_tops, sandwich_step
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -114,6 +114,7 @@ def _worker_loop(config: dict) -> None:
     big = space.largest()
     smalls = ([space.smallest()] if cfg.smallest == "global"
               else [space.smallest(f) for f in space.blocks])
+    tops = family_tops(space, big) if cfg.family_largest else [None]
     while epoch < cfg.epochs:
         t0 = time.time()
         perm = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).permutation(n))
@@ -125,7 +126,8 @@ def _worker_loop(config: dict) -> None:
             idx = idx[rank * local:(rank + 1) * local]
             opt.zero_grad(set_to_none=True)
             loss_sum += sandwich_step(net, space, train_x[idx], train_y[idx], cfg, rng, big,
-                                      smalls[g % len(smalls)], part=part)
+                                      smalls[g % len(smalls)], part=part,
+                                      top=tops[g % len(tops)])
             _average_gradients(params, world)
             opt.step()
         loss = torch.tensor([loss_sum / max(steps_per_epoch, 1)])
